@@ -1,0 +1,184 @@
+"""The ``graphc`` command line: a thin layer over the Python API.
+
+Exit codes: 0 ok, 1 the input is wrong (spec, data, weights), 2 usage, 3 verification
+failed.  Bad input prints compiler-style ``FILE:LINE:COL: error: ...`` lines and a count,
+never a traceback (``--debug`` shows one).
+
+Commands live next to what they drive: this file has the spec-level ones (check, summary,
+graph, schema); ``graphc.export.commands`` and ``graphc.train.commands`` add theirs through
+the same ``register(subparsers)`` hook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from graphc.errors import Diagnostic, GraphcError
+
+COMMAND_MODULES = ("graphc.export.commands", "graphc.train.commands")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_spec_args(p: argparse.ArgumentParser) -> None:
+    """SPEC plus ``--set KEY=VALUE`` (repeatable), shared by every spec command."""
+    p.add_argument("spec", help="path to the spec YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param or any spec value (e.g. layers=8, nodes.fc1.out=64)")
+
+
+def print_diagnostics(diags: Sequence[Diagnostic], stream: Any = None) -> None:
+    stream = stream or sys.stderr
+    for d in diags:
+        print(d, file=stream)
+
+
+def _check(args: argparse.Namespace) -> int:
+    import graphc
+    from graphc.summarize import human, summarize
+
+    tg = graphc.check(args.spec, args.overrides)
+    warnings = tg.flat.warnings
+    s = summarize(tg)
+    if args.json:
+        out = {
+            "ok": True,
+            "spec": args.spec,
+            "name": s.name,
+            "nodes": len(s.nodes),
+            "total_params": s.total_params,
+            "inputs": s.inputs,
+            "outputs": s.outputs,
+            "errors": [],
+            "warnings": [str(w) for w in warnings],
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    print_diagnostics(warnings)
+    outs = ", ".join(f"{k} {v}" for k, v in s.outputs.items())
+    print(f"{args.spec}: ok: {len(s.nodes)} nodes, {human(s.total_params)} params, outputs {outs}")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    import graphc
+    from graphc.summarize import human
+
+    s = graphc.summary(args.spec, args.overrides)
+    if args.json:
+        print(json.dumps(s.to_json(), indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{s.name}  (FLOPs at {', '.join(f'{k}={v}' for k, v in s.example.items())})")
+    for col, justify in (("node", "left"), ("op", "left"), ("output", "left"), ("params", "right"), ("FLOPs", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for n in s.grouped(args.depth):
+        params = human(n.params) + ("" if n.trainable == n.params else " (frozen)")
+        table.add_row(n.name, n.op, n.shape, params if n.params else "", human(n.flops) if n.flops else "")
+    console = Console(width=max(100, Console().width))
+    console.print(table)
+    m = s.memory
+    console.print(
+        f"total params {s.total_params:,} (trainable {s.trainable_params:,}, frozen {s.frozen_params:,})  "
+        f"FLOPs {human(s.flops)}  params {human(m['params_fp32_bytes'], 'B')} fp32 / "
+        f"{human(m['params_bf16_bytes'], 'B')} bf16  activations {human(m['activations_bytes'], 'B')}"
+    )
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    import graphc
+    from graphc.graph.render import to_dot, to_mermaid
+    from graphc.io import write_text
+
+    tg = graphc.check(args.spec, args.overrides)
+    text = to_mermaid(tg) if args.format == "mermaid" else to_dot(tg)
+    if args.output:
+        write_text(args.output, text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from graphc.io import write_text
+    from graphc.spec.schema import spec_schema
+
+    text = json.dumps(spec_schema(), indent=2) + "\n"
+    if args.output:
+        write_text(args.output, text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graphc", description="Declarative model-graph compiler for PyTorch.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--version", action="version", version=f"graphc {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="validate a spec and infer every shape")
+    add_spec_args(p)
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(handler=_check)
+
+    p = sub.add_parser("summary", help="per-node shapes, parameters and FLOPs")
+    add_spec_args(p)
+    p.add_argument("--depth", type=int, default=None, help="aggregate rows to N levels of the node path")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_summary)
+
+    p = sub.add_parser("graph", help="draw the graph as Mermaid or Graphviz DOT")
+    add_spec_args(p)
+    p.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    p.add_argument("-o", "--output", help="write to FILE instead of stdout")
+    p.set_defaults(handler=_graph)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the spec format")
+    p.add_argument("-o", "--output", help="write to FILE instead of stdout")
+    p.set_defaults(handler=_schema)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def _version() -> str:
+    from graphc import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+        return code
+    except GraphcError as e:
+        if args.debug:
+            raise
+        if getattr(args, "json", False):
+            errors = [{"file": d.pos.file, "line": d.pos.line, "col": d.pos.col, "message": d.message, "text": str(d)} for d in e.diagnostics]
+            print(json.dumps({"ok": False, "errors": errors}, indent=2))
+        print_diagnostics(e.diagnostics)
+        n = len(e.diagnostics)
+        print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

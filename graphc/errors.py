@@ -1,0 +1,132 @@
+"""graphc's error types.
+
+Every error that can be caused by a user's input is a :class:`GraphcError` carrying a
+:class:`Pos` (file, line, column), so the CLI can print compiler-style one-line diagnostics
+(``FILE:LINE:COL: error: MESSAGE``) and never a traceback.  Errors are collected rather than
+raised one at a time where a phase can keep going, so a user sees every mistake of a file at
+once (:class:`SpecErrors`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Pos:
+    """A position in a source file (1-based line and column)."""
+
+    file: str
+    line: int = 1
+    col: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One compiler message: where, how bad, and what."""
+
+    pos: Pos
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        return f"{self.pos}: {self.severity}: {self.message}"
+
+
+class GraphcError(Exception):
+    """Base class of every error graphc raises for bad input.
+
+    It holds one or more :class:`Diagnostic` s (all errors of a phase are reported at once).
+    ``exit_code`` is what the CLI exits with: 1 for bad user input, 3 for a failed
+    verification.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, pos: Pos | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.pos = pos
+        self.diagnostics = [Diagnostic(pos or Pos("<graphc>"), message)]
+
+    @classmethod
+    def many(cls, diagnostics: list[Diagnostic]) -> GraphcError:
+        """One error carrying several diagnostics, sorted by position."""
+        items = sorted(dict.fromkeys(diagnostics), key=lambda d: d.pos)
+        err = cls(items[0].message, items[0].pos)
+        err.diagnostics = items
+        return err
+
+    def __str__(self) -> str:
+        return "\n".join(str(d) for d in self.diagnostics)
+
+
+class SpecError(GraphcError):
+    """The spec file is malformed or invalid (YAML, schema, expressions, blocks)."""
+
+
+class GraphError(GraphcError):
+    """The node graph is broken: cycles, dangling references, missing outputs."""
+
+
+class ShapeError(GraphcError):
+    """Shapes or dtypes do not fit together."""
+
+
+class LowerError(GraphcError):
+    """The graph cannot be turned into a torch module (e.g. a layer size is not static)."""
+
+
+class WeightsError(GraphcError):
+    """A weights file is missing, corrupt, or does not match the model."""
+
+
+class DataError(GraphcError):
+    """Training data is missing, corrupt, or does not match the spec's inputs."""
+
+
+class TrainError(GraphcError):
+    """Training failed (e.g. the loss stayed non-finite)."""
+
+
+class ExportError(GraphcError):
+    """ONNX export failed."""
+
+
+class VerifyError(GraphcError):
+    """The exported model does not compute what the torch model computes."""
+
+    exit_code = 3
+
+
+class Collector:
+    """Gathers diagnostics of one phase; :meth:`raise_if_any` ends the phase."""
+
+    def __init__(self) -> None:
+        self.errors: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
+
+    def error(self, message: str, pos: Pos) -> None:
+        self.errors.append(Diagnostic(pos, message))
+
+    def add(self, exc: GraphcError) -> None:
+        self.errors.extend(exc.diagnostics)
+
+    def warn(self, message: str, pos: Pos) -> None:
+        self.warnings.append(Diagnostic(pos, message, "warning"))
+
+    def raise_if_any(self, kind: type[GraphcError] = SpecError) -> None:
+        if self.errors:
+            raise kind.many(self.errors)
+
+
+def did_you_mean(name: str, choices: object) -> str:
+    """A ' (did you mean 'x'?)' suffix for the closest choice, or ''."""
+    import difflib
+
+    names = [str(c) for c in choices]  # type: ignore[attr-defined]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,11 @@
+"""CLI commands of graphc.export (registered by graphc.cli)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add this package's subcommands to the ``graphc`` parser."""
+    _ = (sub, argparse)

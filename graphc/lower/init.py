@@ -1,0 +1,56 @@
+"""Declarable, deterministic weight initialization.
+
+A node's ``init`` (or the spec's top-level ``init``) picks a scheme for matrix/kernel
+weights (every parameter of two or more dims whose name ends in ``weight``) and for biases;
+1-D weights (norm scales) keep PyTorch's defaults.  ``scale`` multiplies the result (GPT-2's
+residual projections use ``scale: ${1 / sqrt(2 * layers)}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from graphc.spec.model import InitSpec
+
+_SCHEMES: dict[str, Callable[[torch.Tensor, InitSpec], object]] = {
+    "xavier_uniform": lambda w, s: nn.init.xavier_uniform_(w),
+    "xavier_normal": lambda w, s: nn.init.xavier_normal_(w),
+    "kaiming_uniform": lambda w, s: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+    "kaiming_normal": lambda w, s: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+    "normal": lambda w, s: nn.init.normal_(w, 0.0, s.std),
+    "trunc_normal": lambda w, s: nn.init.trunc_normal_(w, 0.0, s.std, -2 * s.std, 2 * s.std),
+    "zeros": lambda w, s: nn.init.zeros_(w),
+    "ones": lambda w, s: nn.init.ones_(w),
+}
+
+EMBEDDING_OPS = ("embedding", "position_embedding")
+
+
+def _resolve(spec: InitSpec | str | None) -> InitSpec | None:
+    if spec is None:
+        return None
+    return InitSpec(weight=spec) if isinstance(spec, str) else spec  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def apply_init(module: nn.Module, node_init: InitSpec | str | None, global_init: InitSpec | None, op_name: str) -> None:
+    """Initialize ``module`` in place by the node's init, else the spec's global init."""
+    spec = _resolve(node_init)
+    weight_scheme = spec.weight if spec else "default"
+    if spec is None and global_init is not None:
+        spec = global_init
+        weight_scheme = global_init.embedding if op_name in EMBEDDING_OPS else global_init.weight
+    if spec is None:
+        return
+    for name, p in module.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf.endswith("weight") and p.dim() >= 2:
+            if weight_scheme != "default":
+                _SCHEMES[weight_scheme](p, spec)
+            if spec.scale != 1.0:
+                p.mul_(spec.scale)
+        elif leaf.endswith("bias") and spec.bias == "zeros":
+            nn.init.zeros_(p)

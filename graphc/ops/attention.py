@@ -1,0 +1,1 @@
+"""Attention ops (multi-head self/cross attention, rotary embeddings)."""

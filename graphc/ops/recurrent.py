@@ -1,0 +1,1 @@
+"""Recurrent layers (LSTM, GRU) with their state outputs."""

@@ -1,0 +1,173 @@
+"""The op registry: one definition per op, used by every stage.
+
+An op is a pydantic model class (its arguments, ``extra="forbid"``) whose methods hold
+everything else about it, so nothing op-specific lives outside its class:
+
+* ``infer(*inputs)``: the shape rule, on :class:`~graphc.shapes.TensorType` s (no torch);
+* ``params(*inputs)``: parameter names and shapes, for counting without allocating;
+* ``lower(ctx, *inputs)``: the torch code, written on fx proxies (imports torch lazily);
+* ``flops(ins, outs)``: multiply-adds x2 at concrete example shapes;
+* class attributes: ``inputs`` (input names; ``?`` optional, ``*`` variadic), ``family``,
+  ``onnx`` (expected ONNX ops and tolerance) and ``examples`` (rows of the op test table).
+
+The JSON Schema, validation (a discriminated union generated here), ``summary``, lowering,
+docs/ops.md and the parametrized op tests all iterate over :data:`REGISTRY`.  User code adds
+ops the same way, with :func:`op` (also exported as ``graphc.op``) or through the
+``graphc.ops`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from graphc.shapes import Dim, TensorType
+
+if TYPE_CHECKING:
+    from graphc.lower.context import LowerCtx
+
+
+class OpError(ValueError):
+    """Raised by an op's rules; the caller adds the node's name and file position."""
+
+
+@dataclass(frozen=True)
+class Onnx:
+    """What an op is expected to become in ONNX, and how closely it must match torch."""
+
+    ops: tuple[str, ...] = ()
+    atol: float | None = None
+    rtol: float | None = None
+
+
+@dataclass(frozen=True)
+class Example:
+    """One row of the op test table: arguments and input types with symbolic dims.
+
+    ``inputs`` are strings like ``"B,10"`` or ``"B,T:int64<100"`` (dtype and an exclusive
+    upper bound for integer values).
+    """
+
+    args: dict[str, Any] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ("B,8",)
+    sizes: tuple[dict[str, int], dict[str, int]] = ({"B": 2, "T": 5, "H": 8, "W": 8, "L": 8}, {"B": 3, "T": 7, "H": 10, "W": 12, "L": 11})
+    id: str = ""
+
+
+class OpArgs(BaseModel):
+    """Base of every op's argument model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    op_name: ClassVar[str] = ""
+    family: ClassVar[str] = "misc"
+    inputs: ClassVar[tuple[str, ...]] = ("x",)
+    onnx: ClassVar[Onnx] = Onnx()
+    examples: ClassVar[tuple[Example, ...]] = ()
+    stateful: ClassVar[bool] = False
+
+    def output_names(self) -> list[str]:
+        """Names of the op's outputs; the first is what a plain reference means."""
+        return ["out"]
+
+    def infer(self, *ins: TensorType) -> TensorType | list[TensorType]:
+        raise NotImplementedError
+
+    def params(self, *ins: TensorType) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def buffers(self, *ins: TensorType) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def lower(self, ctx: LowerCtx, *ins: Any) -> Any:
+        raise NotImplementedError
+
+    def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
+        return 0
+
+    # helpers shared by many ops -------------------------------------------------------
+
+    @staticmethod
+    def static(d: Dim, what: str) -> int:
+        """``d`` as an int, or an error saying that ``what`` must be known statically."""
+        if not isinstance(d, int):
+            raise OpError(f"{what} must be a fixed size, got symbolic '{d}'")
+        return d
+
+
+A = TypeVar("A", bound=type[OpArgs])
+
+
+@dataclass
+class OpDef:
+    """Registry entry: the op's class plus what the registry derives from it."""
+
+    name: str
+    cls: type[OpArgs]
+    source: str  # "builtin" or the user module that registered it
+
+    @property
+    def doc(self) -> str:
+        return (self.cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+
+    @property
+    def min_inputs(self) -> int:
+        return sum(1 for n in self.cls.inputs if not n.endswith("?") and not n.startswith("*"))
+
+    @property
+    def max_inputs(self) -> int | None:
+        return None if any(n.startswith("*") for n in self.cls.inputs) else len(self.cls.inputs)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [n.strip("?*") for n in self.cls.inputs]
+
+
+REGISTRY: dict[str, OpDef] = {}
+_listeners: list[Callable[[], None]] = []
+
+
+def op(name: str, *, source: str = "builtin", replace: bool = False) -> Callable[[A], A]:
+    """Register an op class under ``name`` (a class decorator).
+
+    Example:
+        >>> import graphc
+        >>> from graphc.ops import OpArgs
+        >>> @graphc.op("double", source="example", replace=True)
+        ... class Double(OpArgs):
+        ...     '''Multiplies its input by two.'''
+        ...     def infer(self, x): return x
+        ...     def lower(self, ctx, x): return x * 2
+    """
+    if not name.isidentifier():
+        raise ValueError(f"op name {name!r} must be an identifier")
+
+    def register(cls: A) -> A:
+        if name in REGISTRY and not replace and REGISTRY[name].cls is not cls:
+            raise ValueError(f"op '{name}' is already registered by {REGISTRY[name].source}")
+        cls.op_name = name
+        REGISTRY[name] = OpDef(name, cls, source if source != "builtin" or cls.__module__.startswith("graphc.") else cls.__module__)
+        for fn in _listeners:
+            fn()
+        return cls
+
+    return register
+
+
+def on_change(fn: Callable[[], None]) -> None:
+    """Call ``fn`` whenever the registry changes (caches of derived models listen here)."""
+    _listeners.append(fn)
+
+
+def load_entry_points() -> None:
+    """Import user op modules advertised under the ``graphc.ops`` entry-point group."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="graphc.ops"):
+        ep.load()
+
+
+__all__ = ["REGISTRY", "Example", "Literal", "Onnx", "OpArgs", "OpDef", "OpError", "load_entry_points", "on_change", "op"]

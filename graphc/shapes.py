@@ -1,0 +1,194 @@
+"""Symbolic tensor shapes, without torch.
+
+A dimension is an ``int`` or a :class:`Sym`: an integer polynomial over named symbols
+(``B``, ``T``, ``2*T + 1``).  Polynomials keep ``B*T`` and ``T + T`` exact, so flatten,
+concat, reshape and broadcasting can be checked symbolically; an operation that leaves the
+polynomials (``(H - 3) // 2`` for a strided conv) becomes an opaque atom that still prints
+readably and compares equal to itself.  Each symbol has example values, so FLOPs and memory
+can be estimated at concrete sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+Monomial = tuple[str, ...]  # sorted symbol names, repeated for powers
+
+
+class Sym:
+    """An integer polynomial over symbolic dims (immutable, hashable)."""
+
+    __slots__ = ("terms", "_hash")
+
+    def __init__(self, terms: Mapping[Monomial, int]) -> None:
+        self.terms: dict[Monomial, int] = {m: c for m, c in terms.items() if c != 0}
+        self._hash = hash(frozenset(self.terms.items()))
+
+    @staticmethod
+    def var(name: str) -> Sym:
+        return Sym({(name,): 1})
+
+    @staticmethod
+    def make(terms: Mapping[Monomial, int]) -> Dim:
+        s = Sym(terms)
+        if not s.terms:
+            return 0
+        if set(s.terms) == {()}:
+            return s.terms[()]
+        return s
+
+    def symbols(self) -> set[str]:
+        return {name for m in self.terms for name in m}
+
+    def __add__(self, other: Dim) -> Dim:
+        o = _terms(other)
+        out = dict(self.terms)
+        for m, c in o.items():
+            out[m] = out.get(m, 0) + c
+        return Sym.make(out)
+
+    __radd__ = __add__
+
+    def __neg__(self) -> Dim:
+        return Sym.make({m: -c for m, c in self.terms.items()})
+
+    def __sub__(self, other: Dim) -> Dim:
+        return self + (-other)
+
+    def __rsub__(self, other: Dim) -> Dim:
+        return (-self) + other
+
+    def __mul__(self, other: Dim) -> Dim:
+        out: dict[Monomial, int] = {}
+        for m1, c1 in self.terms.items():
+            for m2, c2 in _terms(other).items():
+                m = tuple(sorted(m1 + m2))
+                out[m] = out.get(m, 0) + c1 * c2
+        return Sym.make(out)
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, other: Dim) -> Dim:
+        if isinstance(other, int) and other != 0 and all(c % other == 0 for c in self.terms.values()):
+            return Sym.make({m: c // other for m, c in self.terms.items()})
+        if isinstance(other, Sym) and len(other.terms) == 1 and len(self.terms) == 1:
+            (m2, c2), (m1, c1) = next(iter(other.terms.items())), next(iter(self.terms.items()))
+            rest = list(m1)
+            if all(rest.count(s) >= m2.count(s) for s in m2) and c1 % c2 == 0:
+                for s in m2:
+                    rest.remove(s)
+                return Sym.make({tuple(rest): c1 // c2})
+        return Sym.var(f"({_paren(self)}//{_paren(other)})")
+
+    def __mod__(self, other: Dim) -> Dim:
+        if isinstance(other, int) and other != 0 and all(c % other == 0 for c in self.terms.values()):
+            return 0
+        return Sym.var(f"({_paren(self)}%{_paren(other)})")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sym):
+            return self.terms == other.terms
+        return False
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def divisible_by(self, k: int) -> bool:
+        return all(c % k == 0 for c in self.terms.values())
+
+    def evaluate(self, values: Mapping[str, int]) -> int:
+        total = 0
+        for m, c in self.terms.items():
+            v = c
+            for name in m:
+                v *= _atom_value(name, values)
+            total += v
+        return total
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def __str__(self) -> str:
+        parts = []
+        for m, c in sorted(self.terms.items(), key=lambda t: (-len(t[0]), t[0])):
+            body = "*".join(m)
+            if not body:
+                parts.append(str(c))
+            elif c == 1:
+                parts.append(body)
+            elif c == -1:
+                parts.append("-" + body)
+            else:
+                parts.append(f"{c}*{body}")
+        return " + ".join(parts).replace("+ -", "- ")
+
+
+Dim = Union[int, Sym]  # noqa: UP007 - used at runtime in isinstance-free aliases
+
+
+def _terms(d: Dim) -> dict[Monomial, int]:
+    return d.terms if isinstance(d, Sym) else {(): int(d)}
+
+
+def _paren(d: Dim) -> str:
+    s = str(d)
+    return s if isinstance(d, int) or len(_terms(d)) == 1 else f"({s})"
+
+
+def _atom_value(name: str, values: Mapping[str, int]) -> int:
+    if name in values:
+        return values[name]
+    if name.startswith("("):  # an opaque atom such as "(H - 3)//2": evaluate its text
+        from graphc.spec.expr import evaluate
+
+        return int(evaluate(name, values))
+    raise KeyError(name)
+
+
+def dim_value(d: Dim, values: Mapping[str, int]) -> int:
+    """The concrete size of ``d`` at the given symbol values."""
+    return d.evaluate(values) if isinstance(d, Sym) else int(d)
+
+
+def dim_str(d: Dim) -> str:
+    return str(d)
+
+
+def is_static(d: Dim) -> bool:
+    return isinstance(d, int)
+
+
+def numel(shape: Sequence[Dim]) -> Dim:
+    out: Dim = 1
+    for d in shape:
+        out = d * out if isinstance(d, Sym) else (out * d if isinstance(out, Sym) else out * d)
+    return out
+
+
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4, "bool": 1}
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """The static type of a value: a symbolic shape and a dtype."""
+
+    shape: tuple[Dim, ...]
+    dtype: str = "float32"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def with_shape(self, shape: Sequence[Dim]) -> TensorType:
+        return TensorType(tuple(shape), self.dtype)
+
+    def concrete(self, values: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(dim_value(d, values) for d in self.shape)
+
+    def __str__(self) -> str:
+        dims = ", ".join(str(d) for d in self.shape)
+        return f"[{dims}]" if self.dtype == "float32" else f"[{dims}] {self.dtype}"

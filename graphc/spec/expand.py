@@ -1,0 +1,567 @@
+"""Expansion: blocks inlined, ``repeat`` unrolled, ``${...}`` evaluated, references resolved.
+
+The result is a :class:`FlatSpec`: every op node under its full dotted name (``body.1.attn``),
+its inputs resolved to :class:`Ref` s, plus *ports* (one per block-instance input) and the
+block instances themselves, which lowering turns into submodules.  Every node keeps the file
+position of its definition, so later phases can point errors at the YAML line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from graphc.errors import Collector, Diagnostic, Pos, SpecError, did_you_mean
+from graphc.ops.registry import REGISTRY, OpArgs
+from graphc.spec.expr import ExprError, has_expr, substitute
+from graphc.spec.load import Spec
+from graphc.spec.model import BlockCall, BlockDef, BlockParam, NodeCommon, node_adapter
+from graphc.spec.pydantic_errors import report_validation_error
+from graphc.spec.yaml_loader import YMap, locate
+
+RESERVED = {"block", "in", "repeat", "doc", "freeze"}
+_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (float, int), "bool": (bool,), "str": (str,)}
+
+
+@dataclass(frozen=True)
+class Ref:
+    """One output of one flat node."""
+
+    node: str
+    output: int = 0
+
+    def __str__(self) -> str:
+        return self.node if self.output == 0 else f"{self.node}:{self.output}"
+
+
+@dataclass
+class FlatNode:
+    """A node after expansion: a spec input, a block port, or an op."""
+
+    name: str
+    kind: Literal["input", "port", "op"]
+    pos: Pos
+    path: str  # spec path of the definition, e.g. "blocks.decoder.nodes.attn"
+    scope: str = ""  # the block instance it lives in ("" = top level)
+    op: Any = None  # the validated node model (an OpArgs subclass + NodeCommon)
+    inputs: list[Ref | None] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=lambda: ["out"])
+    tie: dict[str, tuple[str, str]] = field(default_factory=dict)
+    freeze: bool = False
+
+    @property
+    def local_name(self) -> str:
+        return self.name.rsplit(".", 1)[-1] if self.scope else self.name
+
+    @property
+    def args(self) -> OpArgs:
+        return self.op  # type: ignore[no-any-return]
+
+    @property
+    def op_name(self) -> str:
+        return self.op.op_name if self.op is not None else self.kind
+
+
+@dataclass
+class Instance:
+    """One use of a block (one repetition of a repeated block)."""
+
+    name: str
+    block: str
+    scope: str  # the scope it is called from
+    pos: Pos
+    params: dict[str, Any]
+    inputs: list[str] = field(default_factory=list)  # port node names, in block-input order
+    outputs: list[tuple[str, Ref]] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)  # flat names directly inside (ports, ops, sub-instances)
+
+
+@dataclass
+class FlatSpec:
+    """The expanded spec: what the graph phase works on."""
+
+    spec: Spec
+    nodes: dict[str, FlatNode]
+    instances: dict[str, Instance]
+    outputs: dict[str, Ref]
+    output_pos: dict[str, Pos]
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    def op_nodes(self) -> list[FlatNode]:
+        return [n for n in self.nodes.values() if n.kind == "op"]
+
+
+@dataclass
+class _Entry:
+    kind: Literal["op", "block", "input", "port"]
+    flat: str = ""
+    raw: YMap | None = None
+    call: BlockCall | None = None
+    instances: list[Instance] = field(default_factory=list)
+    state: Literal["new", "busy", "done"] = "new"
+
+
+class _Scope:
+    def __init__(self, prefix: str, names: Mapping[str, Any], path: tuple[str | int, ...], raw_root: YMap, label: str):
+        self.prefix = prefix
+        self.names = names  # expression names
+        self.path = path  # spec path of the nodes mapping
+        self.raw_root = raw_root
+        self.label = label  # " (in body.1)" for messages
+        self.entries: dict[str, _Entry] = {}
+        self.order: list[str] = []
+
+
+class Expander:
+    """Walks the spec's scopes; collects every error instead of stopping at the first."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.errors = Collector()
+        self.nodes: dict[str, FlatNode] = {}
+        self.instances: dict[str, Instance] = {}
+        self.block_stack: list[str] = []
+        self.block_defs: dict[str, BlockDef | None] = {}
+
+    # --- entry -------------------------------------------------------------------------
+
+    def run(self) -> FlatSpec:
+        spec = self.spec
+        for name, inp in spec.doc.inputs.items():
+            pos = spec.pos("inputs", name, key=True)
+            if not name.isidentifier():
+                self.errors.error(f"inputs.{name}: an input name must be an identifier", pos)
+            self.nodes[name] = FlatNode(name, "input", pos, f"inputs.{name}")
+        top = _Scope("", spec.params, ("nodes",), spec.raw, "")
+        for name in spec.doc.inputs:
+            top.entries[name] = _Entry("input", flat=name, state="done")
+        self.fill_scope(top, spec.raw.get("nodes", {}), ("nodes",))
+        self.expand_scope(top)
+        outputs, output_pos = self.resolve_outputs(top)
+        self.errors.raise_if_any()
+        return FlatSpec(spec, self.nodes, self.instances, outputs, output_pos, self.errors.warnings)
+
+    def resolve_outputs(self, top: _Scope) -> tuple[dict[str, Ref], dict[str, Pos]]:
+        raw_out = self.spec.doc.outputs
+        pairs = raw_out.items() if isinstance(raw_out, dict) else [(r.split(".")[0], r) for r in raw_out]
+        out: dict[str, Ref] = {}
+        pos_map: dict[str, Pos] = {}
+        for i, (name, ref) in enumerate(pairs):
+            pos = self.spec.pos("outputs", name if isinstance(raw_out, dict) else i)
+            pos_map[name] = pos
+            if not isinstance(name, str) or not name.isidentifier():
+                self.errors.error(f"outputs.{name}: an output name must be an identifier", pos)
+                continue
+            resolved = self.resolve(top, ref, pos, f"outputs.{name}")
+            if resolved is not None:
+                out[name] = resolved
+        return out, pos_map
+
+    # --- scopes ------------------------------------------------------------------------
+
+    def fill_scope(self, scope: _Scope, nodes: Any, path: tuple[str | int, ...]) -> None:
+        if not isinstance(nodes, YMap):
+            return  # the top-level model already reported a wrong type
+        for name, raw in nodes.items():
+            pos = locate(scope.raw_root, (*path, name), key=True)
+            where = ".".join(map(str, (*path, name)))
+            if not name.isidentifier():
+                self.errors.error(f"{where}: a node name must be an identifier (letters, digits, _)", pos)
+                continue
+            if name in scope.entries:
+                self.errors.error(f"{where}: name '{name}' is already used by a block input{scope.label}", pos)
+                continue
+            if not isinstance(raw, YMap):
+                self.errors.error(f"{where}: expected a mapping like {{op: ..., in: ...}}", locate(scope.raw_root, (*path, name)))
+                continue
+            kind: Literal["op", "block"] = "block" if "block" in raw else "op"
+            scope.entries[name] = _Entry(kind, flat=self.flat_name(scope, name), raw=raw)
+            scope.order.append(name)
+
+    def flat_name(self, scope: _Scope, name: str) -> str:
+        return f"{scope.prefix}.{name}" if scope.prefix else name
+
+    def expand_scope(self, scope: _Scope) -> None:
+        previous: str | None = next((n for n, e in scope.entries.items() if e.kind in ("input", "port")), None)
+        for name in scope.order:
+            entry = scope.entries[name]
+            self.expand_entry(scope, name, entry, previous)
+            previous = name
+
+    def expand_entry(self, scope: _Scope, name: str, entry: _Entry, previous: str | None) -> None:
+        if entry.state == "done":
+            return
+        path = (*scope.path, name)
+        pos = locate(scope.raw_root, path, key=True)
+        if entry.state == "busy":
+            self.errors.error(f"{'.'.join(map(str, path))}: block instances feed each other in a cycle{scope.label}", pos)
+            return
+        entry.state = "busy"
+        try:
+            if entry.kind == "op":
+                self.expand_op(scope, name, entry, previous)
+            else:
+                self.expand_block_call(scope, name, entry, previous)
+        finally:
+            entry.state = "done"
+
+    # --- op nodes ----------------------------------------------------------------------
+
+    def substitute(self, scope: _Scope, value: Any, path: tuple[str | int, ...]) -> Any:
+        if isinstance(value, dict):
+            return {k: self.substitute(scope, v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.substitute(scope, v, (*path, i)) for i, v in enumerate(value)]
+        if has_expr(value):
+            try:
+                return substitute(value, scope.names)
+            except ExprError as e:
+                where = ".".join(map(str, path))
+                self.errors.error(f"{where}{scope.label}: {e}", locate(scope.raw_root, path))
+                raise
+        return value
+
+    def expand_op(self, scope: _Scope, name: str, entry: _Entry, previous: str | None) -> None:
+        assert entry.raw is not None
+        path = (*scope.path, name)
+        where = ".".join(map(str, path))
+        raw = entry.raw
+        pos = locate(scope.raw_root, path, key=True)
+        op_name = raw.get("op")
+        if not isinstance(op_name, str) or op_name not in REGISTRY:
+            if op_name is None:
+                self.errors.error(f"{where}: missing 'op' (or 'block')", pos)
+            else:
+                hint = did_you_mean(str(op_name), REGISTRY)
+                self.errors.error(f"{where}: unknown op '{op_name}'{hint}", locate(raw, ("op",)))
+            return
+        try:
+            data = self.substitute(scope, raw, path)
+        except ExprError:
+            return
+        try:
+            model = node_adapter().validate_python(data)
+        except ValidationError as e:
+            cls = REGISTRY[op_name].cls
+            from graphc.spec.model import node_model
+
+            for d in report_validation_error(e, raw, path, model=node_model(cls), label=scope.label, strip_tag=True):
+                self.errors.errors.append(d)
+            return
+        node = FlatNode(entry.flat, "op", pos, where, scope.prefix, model)
+        node.outputs = model.output_names()
+        node.freeze = bool(model.freeze)
+        node.inputs = self.op_inputs(scope, name, model, raw, previous)
+        node.tie = self.ties(scope, model, raw, path)
+        self.nodes[node.name] = node
+        if scope.prefix:
+            self.instances[scope.prefix].nodes.append(node.name)
+
+    def op_inputs(self, scope: _Scope, name: str, model: Any, raw: YMap, previous: str | None) -> list[Ref | None]:
+        opdef = REGISTRY[model.op_name]
+        where = ".".join(map(str, (*scope.path, name, "in")))
+        pos = locate(raw, ("in",)) if "in" in raw else locate(raw, (), key=False)
+        given = model.in_
+        if given is None:
+            if opdef.min_inputs == 0:
+                return []
+            if previous is None:
+                self.errors.error(f"{where}{scope.label}: no 'in' given and there is no previous node to use", pos)
+                return []
+            given = previous
+        names = opdef.input_names
+        variadic = opdef.max_inputs is None
+        refs: list[tuple[str, Pos]]
+        if isinstance(given, dict):
+            if variadic:
+                self.errors.error(f"{where}{scope.label}: op '{model.op_name}' takes a list of inputs, not a mapping", pos)
+                return []
+            by_name: dict[str, tuple[str, Pos]] = {}
+            for key, ref in given.items():
+                if key not in names:
+                    self.errors.error(f"{where}.{key}{scope.label}: op '{model.op_name}' has no input '{key}'{did_you_mean(key, names)}", locate(raw, ("in", key), key=True))
+                    continue
+                by_name[key] = (ref, locate(raw, ("in", key)))
+            refs = [by_name.get(n, ("", pos)) for n in names]
+            while refs and refs[-1][0] == "":
+                refs.pop()
+        elif isinstance(given, list):
+            refs = [(r, locate(raw, ("in", i))) for i, r in enumerate(given)]
+        else:
+            refs = [(given, pos)]
+        count = sum(1 for r, _ in refs if r)
+        hi = opdef.max_inputs
+        if count < opdef.min_inputs or (hi is not None and len(refs) > hi):
+            want = f"{opdef.min_inputs}" if hi == opdef.min_inputs else f"{opdef.min_inputs} to {hi}" if hi is not None else f"at least {opdef.min_inputs}"
+            inputs_doc = ", ".join(opdef.cls.inputs)
+            self.errors.error(f"{where}{scope.label}: op '{model.op_name}' takes {want} input(s) ({inputs_doc}), got {count}", pos)
+            return []
+        out: list[Ref | None] = []
+        for i, (ref, rpos) in enumerate(refs):
+            if not ref:
+                if i < opdef.min_inputs:
+                    self.errors.error(f"{where}{scope.label}: missing required input '{names[i]}'", pos)
+                out.append(None)
+                continue
+            out.append(self.resolve(scope, ref, rpos, where))
+        return out
+
+    def ties(self, scope: _Scope, model: Any, raw: YMap, path: tuple[str | int, ...]) -> dict[str, tuple[str, str]]:
+        tie = model.tie
+        if tie is None:
+            return {}
+        pos = locate(raw, ("tie",))
+        items = tie.items() if isinstance(tie, dict) else [("*", tie)]
+        out: dict[str, tuple[str, str]] = {}
+        for param, target in items:
+            found = self.tie_target(scope, target, whole=param == "*")
+            if found is None:
+                head = target.split(".")[0]
+                hint = did_you_mean(head, [n for n, e in scope.entries.items() if e.kind in ("op", "block")])
+                self.errors.error(f"{'.'.join(map(str, path))}.tie{scope.label}: unknown node '{target}'{hint}", pos)
+                continue
+            out[param] = (found[0], found[1] or param)
+        return out
+
+    def tie_target(self, scope: _Scope, target: str, whole: bool) -> tuple[str, str] | None:
+        """``node``, ``node.param`` or ``instance.path.node[.param]`` -> (flat node, param)."""
+        head, _, rest = target.partition(".")
+        entry = scope.entries.get(head)
+        if entry is None or entry.kind not in ("op", "block"):
+            return None
+        parts = rest.split(".") if rest else []
+        for cut in range(len(parts), -1, -1):
+            name = ".".join([entry.flat, *parts[:cut]])
+            param = ".".join(parts[cut:])
+            if (whole and param) or len(parts) - cut > 1:
+                continue
+            node = self.nodes.get(name)
+            if node is not None and node.kind == "op":
+                return name, param
+        return None
+
+    # --- references --------------------------------------------------------------------
+
+    def resolve(self, scope: _Scope, ref: Any, pos: Pos, where: str) -> Ref | None:
+        if not isinstance(ref, str) or not ref:
+            self.errors.error(f"{where}{scope.label}: a reference must be a node name, got {ref!r}", pos)
+            return None
+        name, _, output = ref.partition(".")
+        entry = scope.entries.get(name)
+        if entry is None:
+            hint = did_you_mean(name, scope.entries)
+            self.errors.error(f"{where}{scope.label}: unknown reference '{name}'{hint}", pos)
+            return None
+        if entry.kind in ("op", "block") and entry.state == "new":
+            self.expand_entry(scope, name, entry, None)
+        if entry.kind == "block":
+            if not entry.instances:
+                return None  # the block call itself failed and was reported
+            inst = entry.instances[-1]
+            names = [n for n, _ in inst.outputs]
+            return self.pick_output(name, output, names, [r for _, r in inst.outputs], pos, where, scope)
+        node = self.nodes.get(entry.flat)
+        if node is None:
+            return None
+        if not output:
+            return Ref(node.name, 0)
+        picked = self.pick_output(name, output, node.outputs, [Ref(node.name, i) for i in range(len(node.outputs))], pos, where, scope)
+        return picked
+
+    def pick_output(self, name: str, output: str, names: list[str], refs: list[Ref], pos: Pos, where: str, scope: _Scope) -> Ref | None:
+        if not output:
+            return refs[0]
+        if output in names:
+            return refs[names.index(output)]
+        if output.isdigit() and int(output) < len(refs):
+            return refs[int(output)]
+        self.errors.error(f"{where}{scope.label}: '{name}' has no output '{output}' (outputs: {', '.join(names)})", pos)
+        return None
+
+    # --- blocks ------------------------------------------------------------------------
+
+    def block_def(self, name: str) -> BlockDef | None:
+        if name not in self.block_defs:
+            raw = self.spec.blocks[name]
+            try:
+                self.block_defs[name] = BlockDef.model_validate(raw)
+            except ValidationError as e:
+                self.errors.errors.extend(report_validation_error(e, raw, ("blocks", name), model=BlockDef))
+                self.block_defs[name] = None
+        return self.block_defs[name]
+
+    def expand_block_call(self, scope: _Scope, name: str, entry: _Entry, previous: str | None) -> None:
+        assert entry.raw is not None
+        raw = entry.raw
+        path = (*scope.path, name)
+        where = ".".join(map(str, path))
+        pos = locate(scope.raw_root, path, key=True)
+        try:
+            data = self.substitute(scope, raw, path)
+            call = BlockCall.model_validate(data)
+        except ExprError:
+            return
+        except ValidationError as e:
+            self.errors.errors.extend(report_validation_error(e, raw, path, model=BlockCall, label=scope.label))
+            return
+        if call.block not in self.spec.blocks:
+            self.errors.error(f"{where}{scope.label}: unknown block '{call.block}'{did_you_mean(call.block, self.spec.blocks)}", locate(raw, ("block",)))
+            return
+        if call.block in self.block_stack:
+            chain = " -> ".join([*self.block_stack, call.block])
+            self.errors.error(f"{where}{scope.label}: block '{call.block}' uses itself ({chain})", locate(raw, ("block",)))
+            return
+        bdef = self.block_def(call.block)
+        if bdef is None:
+            return
+        params = self.block_params(call, bdef, raw, where, scope)
+        if params is None:
+            return
+        inputs = self.call_inputs(scope, call, bdef, raw, where, previous)
+        if inputs is None:
+            return
+        reps = call.repeat
+        block_raw = self.spec.blocks[call.block]
+        self.block_stack.append(call.block)
+        try:
+            for i in range(reps or 1):
+                inst_name = f"{entry.flat}.{i}" if reps is not None else entry.flat
+                inst = self.expand_instance(scope, inst_name, call, bdef, block_raw, {**params, "index": i}, inputs, pos)
+                if inst is None:
+                    return
+                entry.instances.append(inst)
+                if len(inst.outputs) != len(inputs) and reps is not None and i + 1 < reps:
+                    self.errors.error(f"{where}{scope.label}: a repeated block must have as many outputs as inputs ({len(inst.outputs)} vs {len(inputs)})", pos)
+                    return
+                inputs = [r for _, r in inst.outputs]
+        finally:
+            self.block_stack.pop()
+
+    def block_params(self, call: BlockCall, bdef: BlockDef, raw: YMap, where: str, scope: _Scope) -> dict[str, Any] | None:
+        given = dict(call.model_extra or {})
+        declared: dict[str, BlockParam] = {}
+        for pname, spec in bdef.params.items():
+            if isinstance(spec, BlockParam):
+                declared[pname] = spec
+            elif isinstance(spec, str) and spec in _TYPES:
+                declared[pname] = BlockParam(type=spec)  # type: ignore[arg-type]
+            else:
+                kind = "bool" if isinstance(spec, bool) else "int" if isinstance(spec, int) else "float" if isinstance(spec, float) else "str"
+                declared[pname] = BlockParam(type=kind, default=spec)  # type: ignore[arg-type]
+        out: dict[str, Any] = {}
+        ok = True
+        for key, value in given.items():
+            if key not in declared:
+                self.errors.error(f"{where}.{key}{scope.label}: block '{call.block}' has no param '{key}'{did_you_mean(key, list(declared) + sorted(RESERVED))}", locate(raw, (key,), key=True))
+                ok = False
+                continue
+            want = declared[key].type
+            if not isinstance(value, _TYPES[want]) or (want != "bool" and isinstance(value, bool)):
+                self.errors.error(f"{where}.{key}{scope.label}: block param '{key}' expects {want}, got {value!r}", locate(raw, (key,)))
+                ok = False
+                continue
+            out[key] = float(value) if want == "float" else value
+        for key, p in declared.items():
+            if key not in out and key not in given:
+                if p.default is None:
+                    self.errors.error(f"{where}{scope.label}: block '{call.block}' needs param '{key}'", locate(raw, ("block",)))
+                    ok = False
+                else:
+                    out[key] = p.default
+        return out if ok else None
+
+    def call_inputs(self, scope: _Scope, call: BlockCall, bdef: BlockDef, raw: YMap, where: str, previous: str | None) -> list[Ref] | None:
+        given = call.in_ if call.in_ is not None else previous
+        pos = locate(raw, ("in",)) if "in" in raw else locate(raw, ())
+        if given is None:
+            self.errors.error(f"{where}.in{scope.label}: no 'in' given and there is no previous node to use", pos)
+            return None
+        if isinstance(given, dict):
+            unknown = [k for k in given if k not in bdef.inputs]
+            for k in unknown:
+                self.errors.error(f"{where}.in.{k}{scope.label}: block '{call.block}' has no input '{k}'{did_you_mean(k, bdef.inputs)}", locate(raw, ("in", k), key=True))
+            missing = [k for k in bdef.inputs if k not in given]
+            if missing:
+                self.errors.error(f"{where}.in{scope.label}: block '{call.block}' input '{missing[0]}' is not given", pos)
+            if unknown or missing:
+                return None
+            items = [(given[k], locate(raw, ("in", k))) for k in bdef.inputs]
+        elif isinstance(given, list):
+            items = [(r, locate(raw, ("in", i))) for i, r in enumerate(given)]
+        else:
+            items = [(given, pos)]
+        if len(items) != len(bdef.inputs):
+            self.errors.error(f"{where}.in{scope.label}: block '{call.block}' takes {len(bdef.inputs)} input(s) ({', '.join(bdef.inputs)}), got {len(items)}", pos)
+            return None
+        refs = [self.resolve(scope, r, p, f"{where}.in") for r, p in items]
+        if any(r is None for r in refs):
+            return None
+        return [r for r in refs if r is not None]
+
+    def expand_instance(
+        self, scope: _Scope, inst_name: str, call: BlockCall, bdef: BlockDef, block_raw: YMap,
+        params: dict[str, Any], inputs: list[Ref], pos: Pos,
+    ) -> Instance | None:
+        inst = Instance(inst_name, call.block, scope.prefix, pos, params)
+        self.instances[inst_name] = inst
+        if scope.prefix:
+            self.instances[scope.prefix].nodes.append(inst_name)
+        inner = _Scope(inst_name, params, ("blocks", call.block, "nodes"), self.spec.raw if call.block in self.spec.raw.get("blocks", {}) else block_raw, f" (in {inst_name})")
+        inner.raw_root = _Rooted(block_raw, call.block)
+        for i, (port, ref) in enumerate(zip(bdef.inputs, inputs, strict=True)):
+            flat = f"{inst_name}.{port}"
+            ppos = locate(block_raw, ("inputs", i))
+            self.nodes[flat] = FlatNode(flat, "port", ppos, f"blocks.{call.block}.inputs.{i}", inst_name, inputs=[ref])
+            inst.inputs.append(flat)
+            inst.nodes.append(flat)
+            inner.entries[port] = _Entry("port", flat=flat, state="done")
+        self.fill_scope(inner, block_raw.get("nodes"), ("blocks", call.block, "nodes"))
+        if call.freeze:
+            for e in inner.entries.values():
+                if e.raw is not None and "freeze" not in e.raw:
+                    e.raw = _with_freeze(e.raw)
+        self.expand_scope(inner)
+        outs = bdef.outputs
+        pairs = list(outs.items()) if isinstance(outs, dict) else [(o.split(".")[0], o) for o in outs]
+        for i, (oname, oref) in enumerate(pairs):
+            opos = locate(block_raw, ("outputs", oname if isinstance(outs, dict) else i))
+            r = self.resolve(inner, oref, opos, f"blocks.{call.block}.outputs")
+            if r is None:
+                return None
+            inst.outputs.append((oname, r))
+        return inst
+
+
+class _Rooted(YMap):
+    """Presents a block's raw definition as if it sat at ``blocks.<name>`` of a spec."""
+
+    def __init__(self, block_raw: YMap, name: str) -> None:
+        blocks = YMap(block_raw.pos)
+        blocks[name] = block_raw
+        blocks.key_pos[name] = block_raw.pos
+        blocks.val_pos[name] = block_raw.pos
+        super().__init__(block_raw.pos)
+        self["blocks"] = blocks
+        self.key_pos["blocks"] = block_raw.pos
+        self.val_pos["blocks"] = block_raw.pos
+
+
+def _with_freeze(raw: YMap) -> YMap:
+    out = YMap(raw.pos)
+    out.update(raw)
+    out.key_pos.update(raw.key_pos)
+    out.val_pos.update(raw.val_pos)
+    out["freeze"] = True
+    out.key_pos["freeze"] = out.val_pos["freeze"] = raw.pos
+    return out
+
+
+def expand(spec: Spec) -> FlatSpec:
+    """Expand ``spec`` into flat nodes; raises SpecError with every problem found."""
+    return Expander(spec).run()
+
+
+__all__ = ["FlatNode", "FlatSpec", "Instance", "NodeCommon", "Ref", "SpecError", "expand"]

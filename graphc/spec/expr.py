@@ -1,0 +1,197 @@
+"""Safe ``${...}`` expressions over spec params.
+
+A spec value ``"${4 * d}"`` becomes the number the expression evaluates to; text with
+embedded expressions (``"layer_${i}"``) becomes a string.  Expressions are parsed with
+:mod:`ast` and evaluated by walking a small whitelist of node types: numbers, strings,
+booleans, param names, arithmetic (``+ - * / // % **``), comparisons, ``and/or/not``,
+``x if c else y`` and the functions below.  There is no ``eval``, no attribute access, no
+subscripting, and results are bounded so a spec cannot make the compiler hang.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from graphc.errors import did_you_mean
+
+EXPR = re.compile(r"\$\{([^{}]*)\}")
+MAX_EXPR_LEN = 500
+MAX_INT_BITS = 64
+
+Scalar = int | float | bool | str
+
+_BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "min": min,
+    "max": max,
+    "abs": abs,
+    "int": int,
+    "float": float,
+    "round": round,
+    "sqrt": math.sqrt,
+    "ceil": math.ceil,
+    "floor": math.floor,
+    "log": math.log,
+}
+
+
+class ExprError(ValueError):
+    """An expression is malformed, unsafe or refers to an unknown name."""
+
+
+def _num(v: Any) -> Any:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ExprError(f"expected a number, got {v!r}")
+    return v
+
+
+class _Evaluator:
+    def __init__(self, names: Mapping[str, Any]) -> None:
+        self.names = names
+
+    def eval(self, node: ast.AST) -> Any:
+        method = getattr(self, "_" + type(node).__name__, None)
+        if method is None:
+            raise ExprError(f"'{type(node).__name__}' is not allowed in an expression")
+        result = method(node)
+        if isinstance(result, int) and not isinstance(result, bool):
+            if result.bit_length() > MAX_INT_BITS:
+                raise ExprError("integer result is too large")
+        return result
+
+    def _Expression(self, node: ast.Expression) -> Any:
+        return self.eval(node.body)
+
+    def _Constant(self, node: ast.Constant) -> Any:
+        if not isinstance(node.value, int | float | str | bool):
+            raise ExprError(f"constant {node.value!r} is not allowed")
+        return node.value
+
+    def _Name(self, node: ast.Name) -> Any:
+        if node.id in ("true", "True"):
+            return True
+        if node.id in ("false", "False"):
+            return False
+        if node.id not in self.names:
+            raise ExprError(f"unknown param '{node.id}'{did_you_mean(node.id, self.names)}")
+        return self.names[node.id]
+
+    def _BinOp(self, node: ast.BinOp) -> Any:
+        op = _BINOPS.get(type(node.op))
+        if op is None:
+            raise ExprError(f"operator '{type(node.op).__name__}' is not allowed")
+        left, right = self.eval(node.left), self.eval(node.right)
+        if isinstance(left, str) or isinstance(right, str):
+            if isinstance(node.op, ast.Add) and isinstance(left, str) and isinstance(right, str):
+                return left + right
+            raise ExprError("arithmetic on text is not allowed (only text + text)")
+        if isinstance(node.op, ast.Pow) and abs(_num(right)) > 64:
+            raise ExprError("exponent is too large")
+        try:
+            return op(_num(left), _num(right))
+        except ZeroDivisionError:
+            raise ExprError("division by zero") from None
+
+    def _UnaryOp(self, node: ast.UnaryOp) -> Any:
+        value = self.eval(node.operand)
+        if isinstance(node.op, ast.Not):
+            return not value
+        if isinstance(node.op, ast.USub):
+            return -_num(value)
+        if isinstance(node.op, ast.UAdd):
+            return +_num(value)
+        raise ExprError("operator '~' is not allowed")
+
+    def _Compare(self, node: ast.Compare) -> Any:
+        left = self.eval(node.left)
+        for op, comp in zip(node.ops, node.comparators, strict=True):
+            fn = _CMPOPS.get(type(op))
+            if fn is None:
+                raise ExprError(f"comparison '{type(op).__name__}' is not allowed")
+            right = self.eval(comp)
+            try:
+                if not fn(left, right):
+                    return False
+            except TypeError:
+                raise ExprError(f"cannot compare {left!r} with {right!r}") from None
+            left = right
+        return True
+
+    def _BoolOp(self, node: ast.BoolOp) -> Any:
+        is_and = isinstance(node.op, ast.And)
+        value: Any = is_and
+        for v in node.values:
+            value = self.eval(v)
+            if bool(value) != is_and:
+                return value
+        return value
+
+    def _IfExp(self, node: ast.IfExp) -> Any:
+        return self.eval(node.body) if self.eval(node.test) else self.eval(node.orelse)
+
+    def _Call(self, node: ast.Call) -> Any:
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+            name = node.func.id if isinstance(node.func, ast.Name) else "?"
+            raise ExprError(f"unknown function '{name}'{did_you_mean(name, FUNCTIONS)}")
+        if node.keywords:
+            raise ExprError("keyword arguments are not allowed in expressions")
+        args = [self.eval(a) for a in node.args]
+        try:
+            return FUNCTIONS[node.func.id](*args)
+        except (TypeError, ValueError) as e:
+            raise ExprError(f"{node.func.id}(): {e}") from None
+
+
+def evaluate(source: str, names: Mapping[str, Any]) -> Any:
+    """Evaluate one expression (the text inside ``${...}``)."""
+    source = source.strip()
+    if not source:
+        raise ExprError("empty expression")
+    if len(source) > MAX_EXPR_LEN:
+        raise ExprError("expression is too long")
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError as e:
+        raise ExprError(f"invalid expression '{source}': {e.msg}") from None
+    return _Evaluator(names).eval(tree)
+
+
+def has_expr(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value
+
+
+def substitute(value: str, names: Mapping[str, Any]) -> Any:
+    """Resolve ``${...}`` in one string: a lone expression keeps its type."""
+    whole = EXPR.fullmatch(value.strip())
+    if whole:
+        return evaluate(whole.group(1), names)
+    if value.count("${") != len(EXPR.findall(value)):
+        raise ExprError(f"unterminated or nested '${{' in {value!r}")
+    return EXPR.sub(lambda m: _text(evaluate(m.group(1), names)), value)
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)

@@ -1,0 +1,242 @@
+"""Loading a spec: YAML with positions, includes, ``--set`` overrides, params, top level.
+
+:func:`load_spec` is the one public entry; it returns a :class:`Spec` whose blocks and nodes
+are still raw (with positions).  :mod:`graphc.spec.expand` turns those into flat nodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import ValidationError
+
+from graphc.errors import Collector, Pos, SpecError, did_you_mean
+from graphc.spec.expr import ExprError, has_expr, substitute
+from graphc.spec.model import SpecDoc
+from graphc.spec.pydantic_errors import report_validation_error
+from graphc.spec.yaml_loader import YMap, YSeq, load_yaml, locate
+
+MAX_INCLUDE_DEPTH = 16
+
+
+@dataclass
+class Spec:
+    """A loaded, top-level-validated spec."""
+
+    doc: SpecDoc
+    raw: YMap
+    file: str
+    params: dict[str, Any]
+    blocks: dict[str, YMap]  # block name -> raw definition (from this file or includes)
+    sha256: str
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.doc.name
+
+    def pos(self, *path: str | int, key: bool = False) -> Pos:
+        return locate(self.raw, tuple(path), key=key)
+
+
+def load_spec(
+    source: str | FsPath | Mapping[str, Any],
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+) -> Spec:
+    """Load and validate a spec's top level.
+
+    Args:
+        source: a path to a ``.yaml`` file, YAML text, or an already-parsed dict.
+        overrides: ``{"layers": 8, "nodes.fc1.out": 64}`` or ``["layers=8", ...]``; values
+            given as text are typed like the value they replace.
+
+    Returns:
+        The :class:`Spec`.  Raises :class:`~graphc.errors.SpecError` with file positions.
+    """
+    raw, file, data = _read(source)
+    blocks = _collect_blocks(raw, file, stack=[])
+    over = _normalize_overrides(overrides)
+    _apply_overrides(raw, over, file)
+    params = resolve_params(raw, file)
+    top = _substitute_top(raw, params, file)
+    try:
+        doc = SpecDoc.model_validate(top)
+    except ValidationError as e:
+        raise SpecError.many(report_validation_error(e, raw, ())) from None
+    return Spec(doc, raw, file, params, blocks, hashlib.sha256(data).hexdigest(), over)
+
+
+def _read(source: str | FsPath | Mapping[str, Any]) -> tuple[YMap, str, bytes]:
+    if isinstance(source, Mapping):
+        import json
+
+        text = json.dumps(source, default=str)
+        return load_yaml(text, "<dict>"), "<dict>", text.encode()
+    if isinstance(source, FsPath) or ("\n" not in source and source.endswith((".yaml", ".yml", ".json"))):
+        path = FsPath(source)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise SpecError(f"cannot read spec: {e.strerror}", Pos(str(path), 1, 1)) from None
+        return load_yaml(data, str(path)), str(path), data
+    return load_yaml(source, "<text>"), "<text>", source.encode()
+
+
+def _collect_blocks(raw: YMap, file: str, stack: list[str]) -> dict[str, YMap]:
+    """This file's blocks plus those of its includes (relative paths, cycles rejected)."""
+    out: dict[str, YMap] = {}
+    includes = raw.get("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list):
+        raise SpecError("include: expected a list of file paths", locate(raw, ("include",)))
+    base = FsPath(file).parent if not file.startswith("<") else FsPath.cwd()
+    for i, inc in enumerate(includes):
+        pos = locate(raw, ("include", i)) if isinstance(raw.get("include"), YSeq) else locate(raw, ("include",))
+        if not isinstance(inc, str):
+            raise SpecError("include: expected a file path", pos)
+        path = (base / inc).resolve()
+        if str(path) in stack or str(path) == str(FsPath(file).resolve()):
+            chain = " -> ".join([FsPath(p).name for p in [*stack, str(path)]])
+            raise SpecError(f"include cycle: {FsPath(file).name} -> {chain}", pos)
+        if len(stack) >= MAX_INCLUDE_DEPTH:
+            raise SpecError(f"includes nested deeper than {MAX_INCLUDE_DEPTH}", pos)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise SpecError(f"include '{inc}': {e.strerror}", pos) from None
+        lib = load_yaml(data, _display(path))
+        unknown = set(lib) - {"graphc", "doc", "include", "blocks", "name"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise SpecError(f"an included file may hold only blocks (and include), found '{key}'", lib.key_pos[key])
+        for name, block in _collect_blocks(lib, _display(path), [*stack, str(FsPath(file).resolve())]).items():
+            if name in out:
+                raise SpecError(f"block '{name}' is defined twice (also at {out[name].pos})", block.pos)
+            out[name] = block
+    own = raw.get("blocks", {})
+    if isinstance(own, YMap):
+        for name, block in own.items():
+            if name in out:
+                raise SpecError(f"block '{name}' is also defined in an include ({out[name].pos})", own.key_pos[name])
+            out[name] = block
+    return out
+
+
+def _display(path: FsPath) -> str:
+    try:
+        return str(path.relative_to(FsPath.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _normalize_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
+    if not overrides:
+        return {}
+    if isinstance(overrides, Mapping):
+        return dict(overrides)
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set expects KEY=VALUE, got '{item}'", Pos("<--set>"))
+        out[key.strip()] = value
+    return out
+
+
+def _apply_overrides(raw: YMap, overrides: Mapping[str, Any], file: str) -> None:
+    """Replace values in the raw spec; text values are typed like the value they replace."""
+    for key, value in overrides.items():
+        parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
+        if parts[0] not in raw and "params" in raw and isinstance(raw["params"], dict) and parts[0] in raw["params"]:
+            parts.insert(0, "params")
+        node: Any = raw
+        for i, part in enumerate(parts[:-1]):
+            node = _child(node, part, key, parts[: i + 1], file)
+        last = parts[-1]
+        old = _child(node, last, key, parts, file)
+        pos = locate(raw, tuple(parts))
+        node[last] = _typed_like(old, value, key, pos)
+
+
+def _child(node: Any, part: str | int, key: str, path: Sequence[str | int], file: str) -> Any:
+    if isinstance(node, dict) and isinstance(part, str) and part in node:
+        return node[part]
+    if isinstance(node, list) and isinstance(part, int) and part < len(node):
+        return node[part]
+    choices = list(node) if isinstance(node, dict) else []
+    where = ".".join(str(p) for p in path)
+    raise SpecError(f"--set {key}: '{where}' is not in the spec{did_you_mean(str(part), choices)}", Pos("<--set>"))
+
+
+def _typed_like(old: Any, value: Any, key: str, pos: Pos) -> Any:
+    if not isinstance(value, str) or has_expr(old) and not isinstance(old, str):
+        return value
+    if isinstance(old, bool):
+        if value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif isinstance(old, int):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    elif isinstance(old, float):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif isinstance(old, str):
+        return value
+    else:
+        from graphc.spec.yaml_loader import _plain_scalar
+
+        return _plain_scalar(value)
+    if has_expr(value):
+        return value
+    raise SpecError(f"--set {key}={value}: expected {type(old).__name__} like the value it replaces ({old!r})", pos)
+
+
+def resolve_params(raw: YMap, file: str) -> dict[str, Any]:
+    """Evaluate ``params`` in order; a param may use the ones before it."""
+    params_raw = raw.get("params", {})
+    if not isinstance(params_raw, dict):
+        raise SpecError("params: expected a mapping of name: value", locate(raw, ("params",)))
+    out: dict[str, Any] = {}
+    errors = Collector()
+    for name, value in params_raw.items():
+        pos = locate(raw, ("params", name))
+        if not name.isidentifier():
+            errors.error(f"params.{name}: a param name must be an identifier", locate(raw, ("params", name), key=True))
+            continue
+        try:
+            out[name] = substitute(value, out) if has_expr(value) else value
+        except ExprError as e:
+            errors.error(f"params.{name}: {e}", pos)
+    errors.raise_if_any()
+    return out
+
+
+def _substitute_top(raw: YMap, params: Mapping[str, Any], file: str) -> dict[str, Any]:
+    """Substitute ``${...}`` everywhere except in blocks and nodes (expanded later, per scope)."""
+    errors = Collector()
+
+    def walk(value: Any, path: tuple[str | int, ...]) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, (*path, i)) for i, v in enumerate(value)]
+        if has_expr(value):
+            try:
+                return substitute(value, params)
+            except ExprError as e:
+                errors.error(f"{'.'.join(map(str, path))}: {e}", locate(raw, path))
+        return value
+
+    top = {k: (v if k in ("blocks", "nodes", "params") else walk(v, (k,))) for k, v in raw.items()}
+    top["params"] = dict(params)
+    errors.raise_if_any()
+    return top

@@ -1,0 +1,115 @@
+"""``graphc summary``: per-node shapes, parameters and FLOPs, with totals and memory.
+
+Everything is computed from the registry's ``params``/``flops`` rules on the typed graph,
+so a summary of a billion-parameter spec allocates nothing.  FLOPs are counted at the
+inputs' example sizes (a multiply-add is 2 FLOPs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from graphc.graph.infer import TypedGraph
+from graphc.ops.common import prod
+from graphc.shapes import DTYPE_BYTES
+from graphc.spec.expand import Ref
+
+
+@dataclass
+class NodeSummary:
+    name: str
+    op: str
+    shape: str
+    params: int
+    trainable: int
+    flops: int
+    doc: str | None = None
+
+
+@dataclass
+class Summary:
+    name: str
+    nodes: list[NodeSummary]
+    total_params: int
+    trainable_params: int
+    frozen_params: int
+    buffers: int
+    flops: int
+    example: dict[str, int]
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    memory: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def grouped(self, depth: int | None) -> list[NodeSummary]:
+        """Rows aggregated to ``depth`` levels of the node path (``body.0`` at depth 2)."""
+        if depth is None:
+            return self.nodes
+        rows: dict[str, NodeSummary] = {}
+        for n in self.nodes:
+            parts = n.name.split(".")
+            key = ".".join(parts[:depth])
+            if key == n.name:
+                rows[key] = NodeSummary(**asdict(n))
+                continue
+            row = rows.setdefault(key, NodeSummary(key, "block", n.shape, 0, 0, 0))
+            row.params += n.params
+            row.trainable += n.trainable
+            row.flops += n.flops
+            row.shape = n.shape
+        return list(rows.values())
+
+
+def summarize(tg: TypedGraph) -> Summary:
+    """Summarize a checked graph (no torch)."""
+    sizes = tg.example
+    tied = {(n, p) for n, ties in tg.ties.items() for p in ties}
+    rows: list[NodeSummary] = []
+    total = trainable = buffers = flops = act_bytes = 0
+    for name in tg.order:
+        node = tg.flat.nodes[name]
+        if node.kind != "op":
+            continue
+        params = tg.params.get(name, {})
+        count = sum(prod(s) for p, s in params.items() if (name, p) not in tied)
+        ins = [t.concrete(sizes) for t in tg.in_types(node) if t is not None]
+        outs_t = tg.out_types(node)
+        outs = [t.concrete(sizes) for t in outs_t]
+        f = node.args.flops(ins, outs)
+        buffers += sum(prod(s) for s in node.args.buffers(*tg.in_types(node)).values())  # type: ignore[arg-type]
+        act_bytes += sum(prod(o) * DTYPE_BYTES[t.dtype] for o, t in zip(outs, outs_t, strict=True))
+        train = 0 if node.freeze else count
+        rows.append(NodeSummary(name, node.op_name, " ".join(str(t) for t in outs_t), count, train, f, node.args.doc))
+        total += count
+        trainable += train
+        flops += f
+    memory = {
+        "params_fp32_bytes": total * 4,
+        "params_bf16_bytes": total * 2,
+        "activations_bytes": act_bytes,
+        "train_fp32_bytes_estimate": total * 16 + act_bytes * 2,
+    }
+    return Summary(
+        tg.flat.spec.name,
+        rows,
+        total,
+        trainable,
+        total - trainable,
+        buffers,
+        flops,
+        dict(sizes),
+        {n: str(tg.types[Ref(n, 0)]) for n in tg.flat.spec.doc.inputs},
+        {n: str(t) for n, t in tg.output_types().items()},
+        memory,
+    )
+
+
+def human(n: float, unit: str = "") -> str:
+    """1234567 -> '1.23M'."""
+    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{suffix}{unit}"
+    return f"{int(n)}{unit}"
