@@ -1,0 +1,131 @@
+"""Weight files: safetensors keyed by the spec's node paths (= ``gm.state_dict()`` keys).
+
+Tied weights: safetensors refuses tensors that share storage, so a tied parameter is stored
+once, under the key of its *owner* (the first name ``named_parameters`` gives it, i.e. the
+module that owns the table, e.g. ``tok.weight`` for ``head: {tie: tok}``).  The other names
+of the same tensor are listed in the file's metadata (``graphc.ties``: alias -> owner) and
+are re-tied on load simply because the model already shares the parameter: loading the owner
+fills both.  A file that also carries the alias key (e.g. written by ``torch.save``) is
+accepted as long as both copies agree in shape.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from graphc.errors import WeightsError
+from graphc.io import atomic_path
+
+TIES_KEY = "graphc.ties"
+
+
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """``{alias key: owner key}`` for every state_dict entry that shares another's tensor."""
+    owners: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        if not isinstance(t, torch.Tensor) or t.numel() == 0:
+            continue
+        key = id(t)
+        if key in owners:
+            aliases[name] = owners[key]
+        else:
+            owners[key] = name
+    return aliases
+
+
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model``'s state_dict as safetensors, atomically; tied tensors stored once.
+
+    Returns:
+        The path written.
+    """
+    from safetensors.torch import save_file
+
+    aliases = tied_aliases(model)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in aliases}
+    meta = {TIES_KEY: json.dumps(aliases), **(metadata or {})}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors or torch file; a clear one-line error if it is unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        if _is_safetensors(path):
+            from safetensors.torch import load_file
+
+            return dict(load_file(str(path)))
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except WeightsError:
+        raise
+    except Exception as e:  # corrupt or truncated: any reader error means the same to the user
+        raise WeightsError(f"{path}: cannot read weights: {_first_line(e)}") from e
+    return _tensor_dict(path, obj)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load ``path`` into ``model`` in place after checking every key and shape.
+
+    Raises:
+        WeightsError: naming the missing, unexpected and mis-shaped keys (all at once).
+    """
+    tensors = read_weights(path)
+    aliases = tied_aliases(model)
+    expected = model.state_dict()
+    problems = _mismatches(expected, tensors, aliases)
+    if problems:
+        raise WeightsError(f"{path}: weights do not match the model: {'; '.join(problems)}")
+    state = {k: tensors[k] if k in tensors else tensors[aliases[k]] for k in expected}
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _mismatches(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], aliases: dict[str, str]) -> list[str]:
+    missing = [k for k in expected if k not in got and not (k in aliases and aliases[k] in got)]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [
+        f"{k} {list(got[k].shape)} (model has {list(v.shape)})"
+        for k, v in expected.items()
+        if k in got and tuple(got[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append("missing " + ", ".join(missing))
+    if unexpected:
+        problems.append("unexpected " + ", ".join(unexpected))
+    if shapes:
+        problems.append("wrong shape " + ", ".join(shapes))
+    return problems
+
+
+def _is_safetensors(path: Path) -> bool:
+    """safetensors starts with an 8-byte header length and a JSON header; torch files are zip/pickle."""
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _tensor_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: not a state_dict (expected a mapping of names to tensors)")
+    return {str(k): v for k, v in obj.items()}
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
