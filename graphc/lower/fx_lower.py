@@ -203,23 +203,21 @@ class Lowering:
         self.tg = tg
         self.records: dict[str, ModuleRecord] = {}
         self.made: dict[str, nn.Module] = {}
-        self.scope_names: dict[str, list[str]] = {}
-        for name in tg.order:
-            node = tg.flat.nodes[name]
-            self.scope_names.setdefault(node.scope, []).append(name)
-        for inst in tg.flat.instances.values():  # make nested instances known to parents
-            p = inst.scope
-            while True:
-                self.scope_names.setdefault(p, [])
-                if not p:
-                    break
-                p = tg.flat.instances[p].scope
+        self.by_scope = self._members_by_scope()
+
+    def _members_by_scope(self) -> dict[str, list[str]]:
+        """Every scope's nodes (its own and those of nested instances), in topological order."""
+        instances = self.tg.flat.instances
+        out: dict[str, list[str]] = {}
+        for name in self.tg.order:
+            scope = self.tg.flat.nodes[name].scope
+            while scope:
+                out.setdefault(scope, []).append(name)
+                scope = instances[scope].scope
+        return out
 
     def names_in(self, prefix: str) -> list[str]:
-        if not prefix:
-            return list(self.tg.order)
-        dotted = prefix + "."
-        return [n for n in self.tg.order if n.startswith(dotted) and self.tg.flat.nodes[n].scope.startswith(prefix)]
+        return list(self.tg.order) if not prefix else self.by_scope.get(prefix, [])
 
     def lower_scope(self, inst: Instance) -> BlockModule:
         sl = _ScopeLowering(self, inst.name)
