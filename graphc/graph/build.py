@@ -57,7 +57,7 @@ def _check_name_clashes(flat: FlatSpec, errors: Collector) -> None:
         key = node.name.replace(".", "_")
         other = seen.get(key)
         if other is not None and other != node.name:
-            errors.error(f"node '{node.name}' collides with '{other}' after expansion (both become '{key}')", node.pos)
+            errors.error(f"{node.path}: name '{node.name}' collides with '{other}' after expansion (both become '{key}' in torch and ONNX)", node.pos)
         seen.setdefault(key, node.name)
 
 

@@ -8,6 +8,8 @@ position of its definition, so later phases can point errors at the YAML line.
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,6 +18,7 @@ from pydantic import ValidationError
 
 from graphc.errors import Collector, Diagnostic, Pos, SpecError, did_you_mean
 from graphc.ops.registry import REGISTRY, OpArgs
+from graphc.shapes import parse_dim
 from graphc.spec.expr import ExprError, has_expr, substitute
 from graphc.spec.load import Spec
 from graphc.spec.model import BlockCall, BlockDef, BlockParam, NodeCommon, node_adapter
@@ -113,6 +116,7 @@ class _Scope:
         self.label = label  # " (in body.1)" for messages
         self.entries: dict[str, _Entry] = {}
         self.order: list[str] = []
+        self.pending_ties: list[tuple[FlatNode, Any, YMap, tuple[str | int, ...]]] = []
 
 
 class Expander:
@@ -125,6 +129,7 @@ class Expander:
         self.instances: dict[str, Instance] = {}
         self.block_stack: list[str] = []
         self.block_defs: dict[str, BlockDef | None] = {}
+        self.active: list[tuple[_Scope, str]] = []  # entries being expanded, outermost first
 
     # --- entry -------------------------------------------------------------------------
 
@@ -135,6 +140,7 @@ class Expander:
             if not name.isidentifier():
                 self.errors.error(f"inputs.{name}: an input name must be an identifier", pos)
             self.nodes[name] = FlatNode(name, "input", pos, f"inputs.{name}")
+            self.check_input_dims(name, inp.shape, inp.example)
         top = _Scope("", spec.params, ("nodes",), spec.raw, "")
         for name in spec.doc.inputs:
             top.entries[name] = _Entry("input", flat=name, state="done")
@@ -143,6 +149,19 @@ class Expander:
         outputs, output_pos = self.resolve_outputs(top)
         self.errors.raise_if_any()
         return FlatSpec(spec, self.nodes, self.instances, outputs, output_pos, self.errors.warnings)
+
+    def check_input_dims(self, name: str, shape: list[int | str], example: dict[str, int]) -> None:
+        """Symbolic dims are identifiers, sizes are positive, and examples name real dims."""
+        for i, d in enumerate(shape):
+            if isinstance(d, int) and d < 1:
+                self.errors.error(f"inputs.{name}.shape.{i}: a size must be at least 1, got {d}", self.spec.pos("inputs", name, "shape", i))
+        dims = [w for d in shape if isinstance(d, str) for w in re.findall(r"[A-Za-z_]\w*", d)]  # "8*H" names H
+        for d, size in example.items():
+            if d not in dims:
+                hint = did_you_mean(d, dims)
+                self.errors.error(f"inputs.{name}.example.{d}: '{d}' is not a symbolic dim of the shape [{', '.join(map(str, shape))}]{hint}", self.spec.pos("inputs", name, "example", d, key=True))
+            elif size < 1:
+                self.errors.error(f"inputs.{name}.example.{d}: an example size must be at least 1, got {size}", self.spec.pos("inputs", name, "example", d))
 
     def resolve_outputs(self, top: _Scope) -> tuple[dict[str, Ref], dict[str, Pos]]:
         raw_out = self.spec.doc.outputs
@@ -170,6 +189,7 @@ class Expander:
             where = ".".join(map(str, (*path, name)))
             if not name.isidentifier():
                 self.errors.error(f"{where}: a node name must be an identifier (letters, digits, _)", pos)
+                scope.entries[name] = _Entry("op", flat=self.flat_name(scope, name), state="done")  # no follow-on errors
                 continue
             if name in scope.entries:
                 self.errors.error(f"{where}: name '{name}' is already used by a block input{scope.label}", pos)
@@ -185,28 +205,44 @@ class Expander:
         return f"{scope.prefix}.{name}" if scope.prefix else name
 
     def expand_scope(self, scope: _Scope) -> None:
-        previous: str | None = next((n for n, e in scope.entries.items() if e.kind in ("input", "port")), None)
         for name in scope.order:
-            entry = scope.entries[name]
-            self.expand_entry(scope, name, entry, previous)
-            previous = name
+            self.expand_entry(scope, name, scope.entries[name])
+        for node, model, raw, path in scope.pending_ties:
+            node.tie = self.ties(scope, model, raw, path)
 
-    def expand_entry(self, scope: _Scope, name: str, entry: _Entry, previous: str | None) -> None:
-        if entry.state == "done":
-            return
-        path = (*scope.path, name)
-        pos = locate(scope.raw_root, path, key=True)
-        if entry.state == "busy":
-            self.errors.error(f"{'.'.join(map(str, path))}: block instances feed each other in a cycle{scope.label}", pos)
+    @staticmethod
+    def previous(scope: _Scope, name: str) -> str | None:
+        """What a node without ``in`` reads: the node before it, or the scope's first input."""
+        i = scope.order.index(name)
+        if i > 0:
+            return scope.order[i - 1]
+        return next((n for n, e in scope.entries.items() if e.kind in ("input", "port")), None)
+
+    def expand_entry(self, scope: _Scope, name: str, entry: _Entry) -> None:
+        """Expand one node or block call (references expand what they name first, on demand)."""
+        if entry.state != "new":
             return
         entry.state = "busy"
+        self.active.append((scope, name))
         try:
             if entry.kind == "op":
-                self.expand_op(scope, name, entry, previous)
+                self.expand_op(scope, name, entry, self.previous(scope, name))
             else:
-                self.expand_block_call(scope, name, entry, previous)
+                self.expand_block_call(scope, name, entry, self.previous(scope, name))
         finally:
+            self.active.pop()
             entry.state = "done"
+
+    def report_cycle(self, scope: _Scope, name: str) -> None:
+        """A reference reached a node still being expanded: the nodes between form a cycle.
+
+        Reported once, at the first node of the cycle in the file, with every node's line.
+        """
+        start = next(i for i, (s, n) in enumerate(self.active) if s is scope and n == name)
+        members = [*self.active[start:], (scope, name)]
+        poses = [locate(s.raw_root, (*s.path, n), key=True) for s, n in members]
+        chain = " -> ".join(f"{s.entries[n].flat} (line {p.line})" for (s, n), p in zip(members, poses, strict=True))
+        self.errors.error(f"cycle: {chain}", min(poses[:-1]))
 
     # --- op nodes ----------------------------------------------------------------------
 
@@ -220,9 +256,16 @@ class Expander:
                 return substitute(value, scope.names)
             except ExprError as e:
                 where = ".".join(map(str, path))
-                self.errors.error(f"{where}{scope.label}: {e}", locate(scope.raw_root, path))
+                self.errors.error(f"{where}{scope.label}: {e}{self.scope_hint(scope, e)}", locate(scope.raw_root, path))
                 raise
         return value
+
+    def scope_hint(self, scope: _Scope, e: ExprError) -> str:
+        """Why a top-level param is unknown inside a block: blocks see only their own params."""
+        name = getattr(e, "name", None)
+        if scope.prefix and name in self.spec.params:
+            return f"; a block sees only its own params and 'index', so declare '{name}' in the block's params and pass it"
+        return ""
 
     def expand_op(self, scope: _Scope, name: str, entry: _Entry, previous: str | None) -> None:
         assert entry.raw is not None
@@ -255,7 +298,7 @@ class Expander:
         node.outputs = model.output_names()
         node.freeze = bool(model.freeze)
         node.inputs = self.op_inputs(scope, name, model, raw, previous)
-        node.tie = self.ties(scope, model, raw, path)
+        scope.pending_ties.append((node, model, raw, path))  # once every node of the scope exists
         self.nodes[node.name] = node
         if scope.prefix:
             self.instances[scope.prefix].nodes.append(node.name)
@@ -320,7 +363,7 @@ class Expander:
             found = self.tie_target(scope, target, whole=param == "*")
             if found is None:
                 head = target.split(".")[0]
-                hint = did_you_mean(head, [n for n, e in scope.entries.items() if e.kind in ("op", "block")])
+                hint = did_you_mean(head, [n for n, e in scope.entries.items() if e.kind in ("op", "block") and n != path[-1]])
                 self.errors.error(f"{'.'.join(map(str, path))}.tie{scope.label}: unknown node '{target}'{hint}", pos)
                 continue
             out[param] = (found[0], found[1] or param)
@@ -355,8 +398,10 @@ class Expander:
             hint = did_you_mean(name, scope.entries)
             self.errors.error(f"{where}{scope.label}: unknown reference '{name}'{hint}", pos)
             return None
-        if entry.kind in ("op", "block") and entry.state == "new":
-            self.expand_entry(scope, name, entry, None)
+        if entry.state == "busy":
+            self.report_cycle(scope, name)
+            return None
+        self.expand_entry(scope, name, entry)
         if entry.kind == "block":
             if not entry.instances:
                 return None  # the block call itself failed and was reported
@@ -434,7 +479,11 @@ class Expander:
                     return
                 entry.instances.append(inst)
                 if len(inst.outputs) != len(inputs) and reps is not None and i + 1 < reps:
-                    self.errors.error(f"{where}{scope.label}: a repeated block must have as many outputs as inputs ({len(inst.outputs)} vs {len(inputs)})", pos)
+                    self.errors.error(
+                        f"{where}.repeat{scope.label}: block '{call.block}' has {len(inputs)} input(s) but {len(inst.outputs)} output(s);"
+                        " a repeated block feeds its outputs to the next copy's inputs, so the counts must match",
+                        locate(raw, ("repeat",)),
+                    )
                     return
                 inputs = [r for _, r in inst.outputs]
         finally:
@@ -463,10 +512,11 @@ class Expander:
                 self.errors.error(f"{where}.{key}{scope.label}: block param '{key}' expects {want}, got {value!r}", locate(raw, (key,)))
                 ok = False
                 continue
-            out[key] = float(value) if want == "float" else value
+            out[key] = float(value) if want == "float" else value  # type: ignore[arg-type]
+        typos = {m for k in given if k not in declared for m in difflib.get_close_matches(k, list(declared), n=1, cutoff=0.6)}
         for key, p in declared.items():
             if key not in out and key not in given:
-                if p.default is None:
+                if p.default is None and key not in typos:
                     self.errors.error(f"{where}{scope.label}: block '{call.block}' needs param '{key}'", locate(raw, ("block",)))
                     ok = False
                 else:
@@ -483,10 +533,11 @@ class Expander:
             unknown = [k for k in given if k not in bdef.inputs]
             for k in unknown:
                 self.errors.error(f"{where}.in.{k}{scope.label}: block '{call.block}' has no input '{k}'{did_you_mean(k, bdef.inputs)}", locate(raw, ("in", k), key=True))
-            missing = [k for k in bdef.inputs if k not in given]
+            typos = {m for k in unknown for m in difflib.get_close_matches(k, bdef.inputs, n=1, cutoff=0.6)}
+            missing = [k for k in bdef.inputs if k not in given and k not in typos]
             if missing:
                 self.errors.error(f"{where}.in{scope.label}: block '{call.block}' input '{missing[0]}' is not given", pos)
-            if unknown or missing:
+            if unknown or missing or typos:
                 return None
             items = [(given[k], locate(raw, ("in", k))) for k in bdef.inputs]
         elif isinstance(given, list):

@@ -57,7 +57,11 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 
 
 class ExprError(ValueError):
-    """An expression is malformed, unsafe or refers to an unknown name."""
+    """An expression is malformed, unsafe or refers to an unknown name (then kept in ``name``)."""
+
+    def __init__(self, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 def _num(v: Any) -> Any:
@@ -73,11 +77,10 @@ class _Evaluator:
     def eval(self, node: ast.AST) -> Any:
         method = getattr(self, "_" + type(node).__name__, None)
         if method is None:
-            raise ExprError(f"'{type(node).__name__}' is not allowed in an expression")
+            raise ExprError(f"{_what(node)} is not allowed in an expression")
         result = method(node)
-        if isinstance(result, int) and not isinstance(result, bool):
-            if result.bit_length() > MAX_INT_BITS:
-                raise ExprError("integer result is too large")
+        if isinstance(result, int) and not isinstance(result, bool) and result.bit_length() > MAX_INT_BITS:
+            raise ExprError("integer result is too large")
         return result
 
     def _Expression(self, node: ast.Expression) -> Any:
@@ -94,7 +97,7 @@ class _Evaluator:
         if node.id in ("false", "False"):
             return False
         if node.id not in self.names:
-            raise ExprError(f"unknown param '{node.id}'{did_you_mean(node.id, self.names)}")
+            raise ExprError(f"unknown param '{node.id}'{did_you_mean(node.id, self.names)}", node.id)
         return self.names[node.id]
 
     def _BinOp(self, node: ast.BinOp) -> Any:
@@ -151,9 +154,11 @@ class _Evaluator:
         return self.eval(node.body) if self.eval(node.test) else self.eval(node.orelse)
 
     def _Call(self, node: ast.Call) -> Any:
-        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            name = node.func.id if isinstance(node.func, ast.Name) else "?"
-            raise ExprError(f"unknown function '{name}'{did_you_mean(name, FUNCTIONS)}")
+        if not isinstance(node.func, ast.Name):
+            raise ExprError(f"only calls of the functions {', '.join(FUNCTIONS)} are allowed, not {_what(node.func)}")
+        if node.func.id not in FUNCTIONS:
+            name = node.func.id
+            raise ExprError(f"unknown function '{name}'{did_you_mean(name, FUNCTIONS)} (allowed: {', '.join(FUNCTIONS)})")
         if node.keywords:
             raise ExprError("keyword arguments are not allowed in expressions")
         args = [self.eval(a) for a in node.args]
@@ -161,6 +166,34 @@ class _Evaluator:
             return FUNCTIONS[node.func.id](*args)
         except (TypeError, ValueError) as e:
             raise ExprError(f"{node.func.id}(): {e}") from None
+
+
+_WHAT = {
+    "Attribute": "attribute access",
+    "Subscript": "subscripting",
+    "Lambda": "lambda",
+    "ListComp": "a comprehension",
+    "SetComp": "a comprehension",
+    "DictComp": "a comprehension",
+    "GeneratorExp": "a comprehension",
+    "List": "a list",
+    "Tuple": "a tuple",
+    "Dict": "a dict",
+    "Set": "a set",
+    "JoinedStr": "an f-string",
+    "NamedExpr": "':='",
+    "Starred": "'*'",
+}
+
+
+def _what(node: ast.AST) -> str:
+    """A user's word for a syntax node (``attribute access '.real'``), for error messages."""
+    kind = type(node).__name__
+    if isinstance(node, ast.Attribute):
+        return f"attribute access '.{node.attr}'"
+    if isinstance(node, ast.Call):
+        return "calling the result of an expression"
+    return _WHAT.get(kind, f"'{kind}'")
 
 
 def evaluate(source: str, names: Mapping[str, Any]) -> Any:

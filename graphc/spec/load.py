@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from graphc.errors import Collector, Pos, SpecError, did_you_mean
 from graphc.spec.expr import ExprError, has_expr, substitute
-from graphc.spec.model import SpecDoc
+from graphc.spec.model import FORMAT_VERSION, SpecDoc
 from graphc.spec.pydantic_errors import report_validation_error
 from graphc.spec.yaml_loader import YMap, YSeq, load_yaml, locate
 
@@ -63,11 +63,21 @@ def load_spec(
     _apply_overrides(raw, over, file)
     params = resolve_params(raw, file)
     top = _substitute_top(raw, params, file)
+    _check_version(raw)
     try:
         doc = SpecDoc.model_validate(top)
     except ValidationError as e:
-        raise SpecError.many(report_validation_error(e, raw, ())) from None
+        raise SpecError.many(report_validation_error(e, raw, (), model=SpecDoc)) from None
     return Spec(doc, raw, file, params, blocks, hashlib.sha256(data).hexdigest(), over)
+
+
+def _check_version(raw: YMap) -> None:
+    """A wrong format version gets its own message: nothing else in the file can be trusted."""
+    if "graphc" not in raw:
+        raise SpecError(f"missing 'graphc: {FORMAT_VERSION}' (the spec format version) at the top of the file", raw.pos)
+    version = raw["graphc"]
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise SpecError(f"graphc: unsupported spec format version {version!r} (this graphc reads version {FORMAT_VERSION})", locate(raw, ("graphc",)))
 
 
 def _read(source: str | FsPath | Mapping[str, Any]) -> tuple[YMap, str, bytes]:
@@ -100,9 +110,10 @@ def _collect_blocks(raw: YMap, file: str, stack: list[str]) -> dict[str, YMap]:
         if not isinstance(inc, str):
             raise SpecError("include: expected a file path", pos)
         path = (base / inc).resolve()
-        if str(path) in stack or str(path) == str(FsPath(file).resolve()):
-            chain = " -> ".join([FsPath(p).name for p in [*stack, str(path)]])
-            raise SpecError(f"include cycle: {FsPath(file).name} -> {chain}", pos)
+        here = str(FsPath(file).resolve())
+        if str(path) in stack or str(path) == here:
+            chain = " -> ".join(FsPath(p).name for p in [*stack, here, str(path)])
+            raise SpecError(f"include cycle: {chain}", pos)
         if len(stack) >= MAX_INCLUDE_DEPTH:
             raise SpecError(f"includes nested deeper than {MAX_INCLUDE_DEPTH}", pos)
         try:
@@ -174,7 +185,7 @@ def _child(node: Any, part: str | int, key: str, path: Sequence[str | int], file
 
 
 def _typed_like(old: Any, value: Any, key: str, pos: Pos) -> Any:
-    if not isinstance(value, str) or has_expr(old) and not isinstance(old, str):
+    if not isinstance(value, str) or (has_expr(old) and not isinstance(old, str)):
         return value
     if isinstance(old, bool):
         if value.lower() in ("true", "false"):

@@ -127,13 +127,13 @@ def node_model(cls: type[OpArgs]) -> type[BaseModel]:
     return _node_model(cls, cls.op_name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _node_model(cls: type[OpArgs], name: str) -> type[BaseModel]:
     model: type[BaseModel] = create_model(  # type: ignore[call-overload]
         f"{cls.__name__}Node",
         __base__=(cls, NodeCommon),
         __doc__=cls.__doc__,
-        op=(Literal[name], Field(description=f"op '{name}'")),
+        op=(Literal[name], Field(description=f"op '{name}'")),  # type: ignore[arg-type]
     )
     return model
 
@@ -151,7 +151,7 @@ def node_adapter() -> TypeAdapter[Any]:
     """A TypeAdapter for the discriminated union of all node kinds (rebuilt on registration)."""
     members: list[Any] = [Annotated[node_model(d.cls), Tag(name)] for name, d in sorted(REGISTRY.items())]
     members.append(Annotated[BlockCall, Tag("block")])
-    union = Annotated[
+    union: Any = Annotated[  # type: ignore[valid-type]
         Union[tuple(members)],  # noqa: UP007 - a runtime-built union
         Discriminator(_tag, custom_error_type="unknown_op", custom_error_message="unknown op"),
     ]

@@ -1,8 +1,15 @@
-"""Turning pydantic's ValidationError into one positioned diagnostic per problem."""
+"""Turning pydantic's ValidationError into one positioned diagnostic per problem.
+
+One mistake should read as one line: a misspelled field (``outt``) makes pydantic report
+both "extra field 'outt'" and "missing field 'out'"; the second is dropped when the first's
+did-you-mean names it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+import types
+from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -10,24 +17,63 @@ from graphc.errors import Diagnostic, did_you_mean
 from graphc.spec.yaml_loader import locate
 
 
+def _model_in(ann: Any) -> Any:
+    """The model, dict or list type an annotation stands for (unions: the first that fits)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    origin = get_origin(ann)
+    if origin in (dict, list):
+        return ann
+    if origin in (Union, types.UnionType):
+        for arg in get_args(ann):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
 def _fields_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str]:
     """Field names (aliases) valid at ``loc`` inside ``model``, for 'did you mean'."""
+    current: Any = model
     for part in loc:
-        if model is None:
+        if current is None:
             return []
-        f = model.model_fields.get(str(part))
-        if f is None:
-            f = next((v for v in model.model_fields.values() if v.alias == part), None)
-        ann = getattr(f, "annotation", None)
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    if model is None:
+        origin = get_origin(current)
+        if origin is dict:
+            current = _model_in(get_args(current)[1])
+            continue
+        if origin is list:
+            current = _model_in(get_args(current)[0])
+            continue
+        fields = current.model_fields
+        f = fields.get(str(part)) or next((v for v in fields.values() if v.alias == part), None)
+        current = _model_in(getattr(f, "annotation", None))
+    if not (isinstance(current, type) and issubclass(current, BaseModel)):
         return []
-    return [v.alias or k for k, v in model.model_fields.items()]
+    return [v.alias or k for k, v in current.model_fields.items()]
 
 
 def _value_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _join(*parts: Any) -> str:
+    return ".".join(str(p) for p in parts)
+
+
+def _misspelled(errors: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """Locations of missing fields that an unknown field at the same level is a typo of."""
+    out: set[tuple[Any, ...]] = set()
+    missing = [tuple(e["loc"]) for e in errors if e["type"] == "missing"]
+    for e in errors:
+        if e["type"] != "extra_forbidden":
+            continue
+        loc = tuple(e["loc"])
+        for m in missing:
+            if m[:-1] == loc[:-1] and difflib.get_close_matches(str(loc[-1]), [str(m[-1])], n=1, cutoff=0.6):
+                out.add(m)
+    return out
 
 
 def report_validation_error(
@@ -48,24 +94,31 @@ def report_validation_error(
         label: text added after the path (e.g. ``" (in body.1)"``).
         strip_tag: the first loc item is a union tag (the op name), not a key of ``raw``.
     """
+    errors: list[dict[str, Any]] = [dict(err) for err in e.errors(include_url=False)]
+    if strip_tag:
+        for err in errors:
+            err["loc"] = tuple(err["loc"])[1:]
+    typos = _misspelled(errors)
     out: list[Diagnostic] = []
-    for err in e.errors(include_url=False):
+    for err in errors:
         loc = tuple(err["loc"])
-        if strip_tag and loc:
-            loc = loc[1:]
         kind = err["type"]
-        path = ".".join(str(p) for p in (*prefix, *loc))
+        if kind == "missing" and loc in typos:
+            continue
+        path = _join(*prefix, *loc)
         if kind == "extra_forbidden":
             name = str(loc[-1])
             hint = did_you_mean(name, _fields_at(model, loc[:-1]))
             msg = f"{path}{label}: unknown field '{name}'{hint}"
             pos = locate(raw, loc, key=True)
         elif kind == "missing":
-            msg = f"{path}{label}: missing required field '{loc[-1]}'"
+            parent = _join(*prefix, *loc[:-1])
+            msg = f"{parent}{label}: missing required field '{loc[-1]}'" if parent else f"missing required top-level key '{loc[-1]}'"
             pos = locate(raw, loc[:-1])
         else:
             got = f" (got {_value_repr(err.get('input'))})" if kind not in ("union_tag_invalid",) else ""
-            msg = f"{path}{label}: {err['msg'][0].lower()}{err['msg'][1:]}{got}"
+            text = str(err["msg"]).replace("Input should be ", "expected ", 1)
+            msg = f"{path}{label}: {text[0].lower()}{text[1:]}{got}"
             pos = locate(raw, loc)
         out.append(Diagnostic(pos, msg))
     return out
