@@ -10,6 +10,7 @@ can be estimated at concrete sizes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -165,6 +166,21 @@ def numel(shape: Sequence[Dim]) -> Dim:
     for d in shape:
         out = d * out if isinstance(d, Sym) else (out * d if isinstance(out, Sym) else out * d)
     return out
+
+
+_DIM_TEXT = re.compile(r"^\s*(?:(\d+)\s*\*\s*)?([A-Za-z_]\w*)\s*$")
+
+
+def parse_dim(text: str) -> tuple[int, str] | None:
+    """A symbolic input dim: ``"T"`` -> (1, "T"); ``"8*H"`` -> (8, "H"), a multiple of 8.
+
+    Writing ``8*H`` tells graphc a size is divisible by 8, so e.g. a U-Net's skip
+    connections provably line up after three 2x poolings and upsamplings.
+    """
+    m = _DIM_TEXT.match(text)
+    if m is None or int(m.group(1) or 1) < 1:
+        return None
+    return int(m.group(1) or 1), m.group(2)
 
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "bool")
