@@ -16,6 +16,8 @@ from torch import nn
 class PositionEmbedding(nn.Module):
     """Embedding of positions ``0..T-1`` along ``axis``; output ``[1, T, dim]``."""
 
+    table: torch.Tensor
+
     def __init__(self, max_len: int, dim: int, kind: str = "learned", axis: int = 1) -> None:
         super().__init__()
         self.kind = kind
@@ -35,6 +37,35 @@ class PositionEmbedding(nn.Module):
         t = x.shape[self.axis]
         table = self.weight if self.kind == "learned" else self.table
         return table[:t].unsqueeze(0)
+
+
+class Constant(nn.Module):
+    """A fixed tensor, held as the buffer ``value`` (the ``constant`` op)."""
+
+    value: torch.Tensor
+
+    def __init__(self, value: float | list[object], shape: tuple[int, ...], dtype: str = "float32") -> None:
+        super().__init__()
+        t = torch.tensor(value, dtype=getattr(torch, dtype))
+        self.register_buffer("value", t.expand(shape).clone() if t.dim() == 0 else t)
+
+    def forward(self) -> torch.Tensor:
+        return self.value
+
+
+class Parameter(nn.Module):
+    """A learned tensor, held as the parameter ``weight`` (the ``parameter`` op)."""
+
+    def __init__(self, shape: tuple[int, ...], std: float = 0.02, fill: float | None = None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(shape))
+        if fill is None:
+            nn.init.normal_(self.weight, std=std)
+        else:
+            nn.init.constant_(self.weight, fill)
+
+    def forward(self) -> torch.Tensor:
+        return self.weight
 
 
 def reshape_like(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:

@@ -3,7 +3,7 @@
 Importing this package registers every built-in op; see :mod:`graphc.ops.registry`.
 """
 
-from graphc.ops import activation, attention, nn, recurrent, tensor  # noqa: F401  (registers)
+from graphc.ops import activation, attention, nn, pool, recurrent, tensor  # noqa: F401  (registers)
 from graphc.ops.registry import REGISTRY, Example, Onnx, OpArgs, OpDef, OpError, op
 
 __all__ = ["REGISTRY", "Example", "Onnx", "OpArgs", "OpDef", "OpError", "op"]

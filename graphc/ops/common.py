@@ -64,3 +64,30 @@ def prod(values: Sequence[int]) -> int:
     for v in values:
         out *= v
     return out
+
+
+def window_out(size: Dim, kernel: int, stride: int, pad: int, dilation: int = 1, ceil: bool = False) -> Dim:
+    """Output length of a sliding window (conv/pool arithmetic), kept symbolic.
+
+    ``ceil_mode`` rounds up, but torch drops a last window that would start in the right
+    padding; that correction needs a known size unless ``stride <= dilation*(kernel-1) + 1 +
+    pad`` (then the window always starts inside), which covers every usual pooling setup.
+    """
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    if not ceil:
+        out = span // stride + 1
+    else:
+        out = (span + stride - 1) // stride + 1
+        if isinstance(size, int):
+            if (out - 1) * stride >= size + pad:  # type: ignore[operator]
+                out = out - 1
+        elif stride > dilation * (kernel - 1) + 1 + pad:
+            raise OpError(f"ceil_mode with stride {stride} larger than the window needs a fixed size, got symbolic '{size}'")
+    if isinstance(out, int) and out < 1:
+        raise OpError(f"input size {size} is too small for a window of {kernel} (output size {out})")
+    return out
+
+
+def spatial_rank(t: TensorType, ndim: int, what: str) -> None:
+    """Pool-style inputs: ``[N, C, *spatial]`` or unbatched ``[C, *spatial]``."""
+    need_rank(t, ndim + 1, ndim + 2, what=f"{what} input [N, C, {', '.join('DHW'[3 - ndim:]) if ndim > 1 else 'L'}]")

@@ -40,7 +40,7 @@ class Linear(OpArgs):
         return x.with_shape((*x.shape[:-1], self.out))
 
     def params(self, x: TensorType) -> dict[str, tuple[int, ...]]:
-        p = {"weight": (self.out, self.static(x.shape[-1], "in_features"))}
+        p: dict[str, tuple[int, ...]] = {"weight": (self.out, self.static(x.shape[-1], "in_features"))}
         return p | {"bias": (self.out,)} if self.bias else p
 
     def lower(self, ctx: Any, x: Any) -> Any:
@@ -156,11 +156,14 @@ class ConvTranspose2d(_ConvBase):
     examples: ClassVar[tuple[Example, ...]] = (Example({"out": 4, "kernel": 2, "stride": 2}, ("B,3,H,W",)),)
     output_padding: IntOrTuple = 0
 
-    def infer(self, x: TensorType) -> TensorType:
-        self._channels(x)
+    def _pad(self) -> tuple[int, ...]:
         if isinstance(self.padding, str):
             raise OpError("conv_transpose2d takes numeric padding")
-        k, s, d, p = self._t(self.kernel), self._t(self.stride), self._t(self.dilation), self._t(self.padding)
+        return self._t(self.padding)
+
+    def infer(self, x: TensorType) -> TensorType:
+        self._channels(x)
+        k, s, d, p = self._t(self.kernel), self._t(self.stride), self._t(self.dilation), self._pad()
         op_ = self._t(self.output_padding)
         spatial = [(size - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op_[i] + 1 for i, size in enumerate(x.shape[2:])]
         return x.with_shape((x.shape[0], self.out, *spatial))
@@ -174,7 +177,7 @@ class ConvTranspose2d(_ConvBase):
         c = self.static(ctx.in_types[0].shape[1], "input channels")
         return ctx.module(
             nn.ConvTranspose2d, c, self.out, self._t(self.kernel), stride=self._t(self.stride),
-            padding=self._t(self.padding), output_padding=self._t(self.output_padding), groups=self.groups,
+            padding=self._pad(), output_padding=self._t(self.output_padding), groups=self.groups,
             bias=self.bias, dilation=self._t(self.dilation),
         )(x)
 

@@ -73,13 +73,13 @@ class OpArgs(BaseModel):
         """Names of the op's outputs; the first is what a plain reference means."""
         return ["out"]
 
-    def infer(self, *ins: TensorType) -> TensorType | list[TensorType]:
+    def infer(self, *ins: Any) -> TensorType | list[TensorType]:
         raise NotImplementedError
 
-    def params(self, *ins: TensorType) -> dict[str, tuple[int, ...]]:
+    def params(self, *ins: Any) -> dict[str, tuple[int, ...]]:
         return {}
 
-    def buffers(self, *ins: TensorType) -> dict[str, tuple[int, ...]]:
+    def buffers(self, *ins: Any) -> dict[str, tuple[int, ...]]:
         return {}
 
     def lower(self, ctx: LowerCtx, *ins: Any) -> Any:
