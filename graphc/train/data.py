@@ -1,0 +1,281 @@
+"""Training data: built-in sets (no download), synthetic sets and user files, split by seed.
+
+Every source produces named numpy arrays with examples along the first axis (``x``,
+``label``, ``tokens``, ``target`` ...).  :func:`load_data` maps them onto the spec's inputs
+by name (or through ``data.map``), checks each against the spec's declared shape and dtype,
+and returns seeded train/val/test :class:`Split` s of torch tensors.  Datasets stay in
+memory: the sets here are small, and indexing one tensor by a permutation is the simplest
+way to make the batch order exactly reproducible on resume.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from graphc.errors import DataError, Pos
+from graphc.graph.infer import TypedGraph
+from graphc.spec.model import InputDef
+from graphc.train.recipe import DataCfg, LoadedRecipe
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass
+class Split:
+    """One part of the data: tensors by name, all with the same first dimension."""
+
+    tensors: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v[idx] for k, v in self.tensors.items()}
+
+
+@dataclass
+class Data:
+    """The three splits, plus which names are model inputs (in the spec's order)."""
+
+    train: Split
+    val: Split
+    test: Split
+    inputs: list[str]
+    unigram_loss: float | None = None  # sequence sets: cross-entropy of the character-frequency model
+
+
+# --- sources ---------------------------------------------------------------------------
+
+
+def _sklearn(name: str) -> Callable[[DataCfg, dict[str, InputDef]], Arrays]:
+    def load(cfg: DataCfg, inputs: dict[str, InputDef]) -> Arrays:
+        import sklearn.datasets as skd
+
+        bunch = getattr(skd, f"load_{name}")()
+        x = bunch.data.astype(np.float32)
+        if name == "digits":
+            x = x / 16.0  # pixel intensities 0..16 -> [0, 1]
+            rank = len(next(iter(inputs.values())).shape) if len(inputs) == 1 else 2
+            if rank == 4:
+                x = x.reshape(-1, 1, 8, 8)
+        else:
+            x = (x - x.mean(0)) / (x.std(0) + 1e-8)  # standardized features
+        return {"x": x, "label": bunch.target.astype(np.int64)}
+
+    return load
+
+
+def stdlib_corpus(max_chars: int) -> bytes:
+    """The standard library's top-level ``.py`` files, sorted by name, as one byte string.
+
+    Deterministic for a given Python installation; bytes keep the vocabulary within 256.
+    """
+    root = Path(sysconfig.get_paths()["stdlib"])
+    out = bytearray()
+    for path in sorted(root.glob("*.py")):
+        out += path.read_bytes()
+        if len(out) >= max_chars:
+            break
+    if not out:
+        raise DataError(f"stdlib_chars: no .py files found under {root}")
+    return bytes(out[:max_chars])
+
+
+def _seq_len(cfg: DataCfg, inputs: dict[str, InputDef]) -> int:
+    if cfg.seq_len:
+        return cfg.seq_len
+    for inp in inputs.values():
+        if len(inp.shape) == 2 and isinstance(inp.shape[1], str):
+            return inp.example.get(inp.shape[1], 64)
+        if len(inp.shape) == 2 and isinstance(inp.shape[1], int):
+            return inp.shape[1]
+    return 64
+
+
+def _windows(seq: np.ndarray, t: int) -> Arrays:
+    """Non-overlapping windows of ``t`` tokens and their next-token targets."""
+    n = (len(seq) - 1) // t
+    idx = np.arange(n * t).reshape(n, t)
+    return {"tokens": seq[idx].astype(np.int64), "target": seq[idx + 1].astype(np.int64)}
+
+
+def _stdlib_chars(cfg: DataCfg, inputs: dict[str, InputDef]) -> Arrays:
+    seq = np.frombuffer(stdlib_corpus(cfg.max_chars), dtype=np.uint8)
+    return _windows(seq, _seq_len(cfg, inputs))
+
+
+def _feature_shape(inputs: dict[str, InputDef], default: int = 8) -> tuple[int, ...]:
+    inp = next(iter(inputs.values()))
+    return tuple(d if isinstance(d, int) else default for d in inp.shape[1:]) or (default,)
+
+
+def _synthetic_regression(cfg: DataCfg, inputs: dict[str, InputDef]) -> Arrays:
+    rng = np.random.default_rng(cfg.seed or 0)
+    shape = _feature_shape(inputs)
+    x = rng.standard_normal((cfg.samples, *shape)).astype(np.float32)
+    w = rng.standard_normal(int(np.prod(shape))).astype(np.float32)
+    y = x.reshape(cfg.samples, -1) @ w + 0.1 * rng.standard_normal(cfg.samples).astype(np.float32)
+    return {"x": x, "y": y[:, None].astype(np.float32)}
+
+
+def _synthetic_classification(cfg: DataCfg, inputs: dict[str, InputDef]) -> Arrays:
+    rng = np.random.default_rng(cfg.seed or 0)
+    shape = _feature_shape(inputs)
+    centers = 2.0 * rng.standard_normal((cfg.classes, *shape))
+    label = rng.integers(0, cfg.classes, cfg.samples)
+    x = centers[label] + rng.standard_normal((cfg.samples, *shape))
+    return {"x": x.astype(np.float32), "label": label.astype(np.int64)}
+
+
+def _synthetic_sequence(cfg: DataCfg, inputs: dict[str, InputDef]) -> Arrays:
+    """Counting sequences with random starts and strides: learnable next-token structure."""
+    rng = np.random.default_rng(cfg.seed or 0)
+    t = _seq_len(cfg, inputs)
+    vocab = 16
+    for inp in inputs.values():
+        if inp.range is not None:
+            vocab = int(inp.range[1])
+    start = rng.integers(0, vocab, (cfg.samples, 1))
+    stride = rng.integers(1, 4, (cfg.samples, 1))
+    seq = (start + stride * np.arange(t + 1)) % vocab
+    return {"tokens": seq[:, :-1].astype(np.int64), "target": seq[:, 1:].astype(np.int64)}
+
+
+BUILTIN: dict[str, Callable[[DataCfg, dict[str, InputDef]], Arrays]] = {
+    "digits": _sklearn("digits"),
+    "wine": _sklearn("wine"),
+    "iris": _sklearn("iris"),
+    "breast_cancer": _sklearn("breast_cancer"),
+    "stdlib_chars": _stdlib_chars,
+    "synthetic_regression": _synthetic_regression,
+    "synthetic_classification": _synthetic_classification,
+    "synthetic_sequence": _synthetic_sequence,
+}
+
+
+def _read_file(path: Path, pos: Pos) -> Arrays:
+    """Arrays of a ``.npz``, ``.csv`` (one column per name) or ``.safetensors`` file."""
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}", pos)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            return dict(load_file(str(path)))
+        if path.suffix == ".csv":
+            table = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
+            if table.dtype.names is None:
+                raise ValueError("expected a header row of column names")
+            return {n: np.asarray(table[n]) for n in table.dtype.names}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: cannot read data file: {str(e).splitlines()[0] if str(e) else type(e).__name__}", pos) from None
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise DataError(f"{path}: cannot read data file: {type(e).__name__}: {str(e).splitlines()[0]}", pos) from None
+    raise DataError(f"{path}: unsupported data file type '{path.suffix}' (use .npz, .csv or .safetensors)", pos)
+
+
+# --- mapping onto the spec ---------------------------------------------------------------
+
+
+def _csv_features(arrays: Arrays, name: str, targets: set[str]) -> Arrays:
+    """A CSV has one column per value: gather the non-target columns into input ``name``."""
+    cols = [k for k in arrays if k not in targets and arrays[k].ndim == 1]
+    if name in arrays or not cols:
+        return arrays
+    x = np.stack([arrays[c].astype(np.float32) for c in cols], axis=1)
+    return {**{k: v for k, v in arrays.items() if k in targets}, name: x}
+
+
+def _resolve(arrays: Arrays, inputs: dict[str, InputDef], targets: set[str], lr: LoadedRecipe) -> Arrays:
+    """The arrays the run needs, under the spec's input names and the recipe's target names."""
+    cfg = lr.recipe.data
+    pos = lr.pos("data", "dataset")
+    out: Arrays = {}
+    primary = [k for k in arrays if k not in targets]
+    for name in [*inputs, *sorted(targets)]:
+        src = cfg.map.get(name, name)
+        if src not in arrays and name in inputs and len(inputs) == 1 and len(primary) == 1:
+            src = primary[0]  # one input, one feature array: they go together whatever their names
+        if src not in arrays:
+            have = ", ".join(sorted(arrays))
+            raise DataError(f"{lr.where('data')}: dataset '{cfg.dataset}' has no array '{src}' for '{name}' (it has: {have}); map it with data.map", pos)
+        out[name] = arrays[src]
+    n = {len(v) for v in out.values()}
+    if len(n) != 1:
+        sizes = ", ".join(f"{k}: {len(v)}" for k, v in out.items())
+        raise DataError(f"{lr.where('data')}: arrays have different numbers of examples ({sizes})", pos)
+    return out
+
+
+def _check_input(name: str, arr: np.ndarray, inp: InputDef, pos: Pos, spec_pos: Pos) -> torch.Tensor:
+    """The array as a tensor of the input's dtype, or a one-line error naming both shapes."""
+    want = [*inp.shape]
+    ok = arr.ndim == len(want) and all(not isinstance(d, int) or d == s for d, s in zip(want[1:], arr.shape[1:]))
+    float_in = inp.dtype.startswith(("float", "bfloat"))
+    kind_ok = np.issubdtype(arr.dtype, np.floating if float_in else np.integer) or (float_in and np.issubdtype(arr.dtype, np.integer))
+    if not ok or not kind_ok:
+        dims = ", ".join(map(str, want))
+        raise DataError(f"data for input '{name}' has shape {list(arr.shape)} {arr.dtype} but the spec declares [{dims}] {inp.dtype} (at {spec_pos})", pos)
+    return torch.from_numpy(np.ascontiguousarray(arr)).to(getattr(torch, inp.dtype))
+
+
+def _target(arr: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    return t.long() if not t.is_floating_point() else t.float()
+
+
+def load_data(tg: TypedGraph, lr: LoadedRecipe, seed: int) -> Data:
+    """Load, check and split the recipe's data for the spec in ``tg``.
+
+    Raises:
+        DataError: a missing/corrupt file, a missing array, or a shape/dtype that disagrees
+            with the spec's inputs (one line naming the input and both shapes).
+    """
+    cfg = lr.recipe.data
+    inputs = dict(tg.flat.spec.doc.inputs)
+    targets = {t.target for t in lr.recipe.loss_terms} | {m.target for m in lr.recipe.metric_cfgs if m.target}
+    pos = lr.pos("data", "dataset")
+    if cfg.dataset in BUILTIN:
+        arrays = BUILTIN[cfg.dataset](cfg, inputs)
+    elif Path(cfg.dataset).suffix in (".npz", ".csv", ".safetensors"):
+        base = Path(lr.file).parent if not lr.file.startswith("<") else Path.cwd()
+        path = Path(cfg.dataset) if Path(cfg.dataset).is_absolute() else base / cfg.dataset
+        if not path.exists() and Path(cfg.dataset).exists():
+            path = Path(cfg.dataset)
+        arrays = _read_file(path, pos)
+        if path.suffix == ".csv" and len(inputs) == 1:
+            arrays = _csv_features(arrays, next(iter(inputs)), {cfg.map.get(t, t) for t in targets})
+    else:
+        raise DataError(f"{lr.where('data', 'dataset')}: unknown dataset '{cfg.dataset}' (built-in: {', '.join(BUILTIN)}; or a .npz/.csv/.safetensors path)", pos)
+    arrays = _resolve(arrays, inputs, targets, lr)
+    tensors = {k: _check_input(k, v, inputs[k], pos, tg.flat.spec.pos("inputs", k)) for k, v in arrays.items() if k in inputs}
+    tensors |= {k: _target(v) for k, v in arrays.items() if k not in inputs}
+    splits = _split(tensors, cfg.split, cfg.seed if cfg.seed is not None else seed)
+    unigram = unigram_loss(splits[0].tensors["target"], splits[1].tensors["target"]) if cfg.dataset in ("stdlib_chars",) else None
+    return Data(*splits, inputs=list(inputs), unigram_loss=unigram)
+
+
+def _split(tensors: dict[str, torch.Tensor], fractions: tuple[float, float, float], seed: int) -> tuple[Split, Split, Split]:
+    n = len(next(iter(tensors.values())))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_train = max(1, round(fractions[0] * n))
+    n_val = round(fractions[1] * n)
+    parts = (perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :])
+    return tuple(Split({k: v[p] for k, v in tensors.items()}) for p in parts)  # type: ignore[return-value]
+
+
+def unigram_loss(train_targets: torch.Tensor, val_targets: torch.Tensor) -> float:
+    """Validation cross-entropy (nats) of predicting the training set's character frequencies."""
+    counts = torch.bincount(train_targets.flatten(), minlength=256).double() + 1.0  # add-one smoothing
+    logp = (counts / counts.sum()).log()
+    return float(-logp[val_targets.flatten()].mean())

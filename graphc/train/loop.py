@@ -1,0 +1,364 @@
+"""The training loop: a straight, readable loop over optimizer steps.
+
+One optimizer step = ``grad_accum`` micro-batches of ``batch_size`` examples.  The batch
+order is a pure function of (seed, epoch, step): each epoch's permutation comes from its own
+seeded generator, so resuming at step N needs only N (plus the optimizer, schedule and RNG
+state saved with the checkpoint) to continue exactly as if never interrupted.  Evaluation,
+metrics.csv, best weights and checkpoints all happen together every ``eval_every`` steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from graphc.errors import DataError, TrainError
+from graphc.graph.infer import TypedGraph
+from graphc.io import write_text
+from graphc.train import checkpoint as ckpt
+from graphc.train.data import Data, Split, load_data
+from graphc.train.objectives import MetricState, total_loss
+from graphc.train.observe import Progress, TensorBoard, plot_curves, write_metrics_csv
+from graphc.train.optim import Schedule, make_optimizer
+from graphc.train.recipe import LoadedRecipe, Recipe
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports (also written to ``RUN_DIR/results.json``)."""
+
+    run_dir: Path
+    steps: int
+    best_step: int
+    best: dict[str, float]
+    test: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    unigram_loss: float | None = None
+    compile: str = "none"
+    stopped_early: bool = False
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainError("device 'cuda' was requested but no CUDA device is available (use device: auto)")
+    return torch.device(name)
+
+
+def compile_mode(gm: fx.GraphModule, mode: str) -> str:
+    """Resolve ``auto``: regional when a block is repeated (compiled once for all its
+    instances, a fraction of the whole-model cold start), else the whole model."""
+    if mode != "auto":
+        return mode
+    from graphc.lower.fx_lower import BlockModule
+
+    classes = [type(m) for m in gm.modules() if isinstance(m, BlockModule)]
+    return "regional" if any(classes.count(c) > 1 for c in classes) else "model"
+
+
+def compiled_forward(gm: fx.GraphModule, mode: str) -> nn.Module:
+    """The callable that training runs: ``gm`` itself, compiled whole, or per block."""
+    if mode == "model":
+        return torch.compile(gm)  # type: ignore[return-value]
+    if mode == "regional":
+        from graphc.lower.fx_lower import BlockModule
+
+        for m in gm.modules():
+            if isinstance(m, BlockModule):
+                m.compile()  # one shared class and code object: compiled once, reused by all
+    return gm
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class Trainer:
+    """Holds a run's model, optimizer and state; :meth:`run` trains to the end."""
+
+    def __init__(self, tg: TypedGraph, lr: LoadedRecipe, run_dir: Path, init: str | None = None, quiet: bool = False) -> None:
+        import graphc
+
+        self.tg, self.loaded, self.r = tg, lr, lr.recipe
+        self.run_dir = run_dir
+        self.quiet = quiet
+        self.device = pick_device(self.r.device)
+        if self.r.precision == "fp16" and self.device.type != "cuda":
+            raise TrainError(f"{lr.where('precision')}: fp16 needs a CUDA device (use bf16 on {self.device.type})", lr.pos("precision"))
+        torch.manual_seed(self.r.seed)
+        self.data: Data = load_data(tg, lr, self.r.seed)
+        self._check_outputs()
+        self.gm = graphc.build(tg, seed=self.r.seed, device=self.device)
+        if init:
+            from graphc.export.weights import load_weights
+
+            load_weights(self.gm, init)
+        self.mode = compile_mode(self.gm, self.r.compile)
+        self.forward = compiled_forward(self.gm, self.mode)
+        self.opt = make_optimizer(self.gm, tg, self.r.optimizer)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.r.precision == "fp16")
+        self.bpe = len(self.data.train) // self.r.batch_size  # micro-batches per epoch (last partial dropped: static shapes)
+        if self.bpe < self.r.grad_accum:
+            raise DataError(f"{lr.where('batch_size')}: {len(self.data.train)} training examples make no full step of "
+                            f"{self.r.grad_accum} x {self.r.batch_size}", lr.pos("batch_size"))
+        self.spe = self.bpe // self.r.grad_accum  # optimizer steps per epoch
+        self.total = self.r.steps or (self.r.epochs or 1) * self.spe
+        self.eval_every = self.r.eval_every or self.spe
+        self.schedule = Schedule(self.r.schedule, self.r.optimizer.lr, self.total)
+        self.columns = ["epoch", "step", "lr", "train_loss", "val_loss", *(f"val_{m.column}" for m in self.r.metric_cfgs)]
+        # trainer state (all of it goes into each checkpoint)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.best_value, self.best_step = math.inf if self.r.best_mode == "min" else -math.inf, 0
+        self.es_best, self.es_bad = math.inf if (self.r.early_stopping and self.r.early_stopping.mode == "min") else -math.inf, 0
+        self.bad_steps = 0
+        self.loss_sum, self.loss_n = 0.0, 0
+
+    def _check_outputs(self) -> None:
+        outs = set(self.tg.flat.outputs)
+        for i, t in enumerate(self.r.loss_terms):
+            if t.output not in outs:
+                path = ("loss", i, "output") if isinstance(self.r.loss, list) else ("loss", "output")
+                raise TrainError(f"{self.loaded.where(*map(str, path))}: the spec has no output '{t.output}' (outputs: {', '.join(sorted(outs))})",
+                                 self.loaded.pos(*path))
+
+    # --- state ----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "history": self.history, "best_value": self.best_value, "best_step": self.best_step,
+            "es_best": self.es_best, "es_bad": self.es_bad, "bad_steps": self.bad_steps,
+            "optimizer": self.opt.state_dict(), "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def restore(self, path: Path) -> None:
+        s = ckpt.load_checkpoint(path, self.gm)
+        self.step, self.history = int(s["step"]), list(s["history"])
+        self.best_value, self.best_step = float(s["best_value"]), int(s["best_step"])
+        self.es_best, self.es_bad, self.bad_steps = float(s["es_best"]), int(s["es_bad"]), int(s["bad_steps"])
+        self.opt.load_state_dict(s["optimizer"])
+        self.schedule.load_state_dict(s["schedule"])
+        self.scaler.load_state_dict(s["scaler"])
+        torch.set_rng_state(s["rng_cpu"])
+        if s["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(s["rng_cuda"])
+
+    # --- batches ----------------------------------------------------------------------------
+
+    def micro_batches(self, step: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The ``grad_accum`` micro-batches of optimizer step ``step`` (a pure function of it)."""
+        epoch, pos = divmod(step, self.spe)
+        perm = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(self.r.seed * 1_000_003 + epoch))
+        bs = self.r.batch_size
+        for i in range(pos * self.r.grad_accum, (pos + 1) * self.r.grad_accum):
+            yield {k: v.to(self.device, non_blocking=True) for k, v in self.data.train.batch(perm[i * bs : (i + 1) * bs]).items()}
+
+    def outputs(self, fwd: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = fwd(*(batch[n] for n in self.data.inputs))
+        return out if isinstance(out, dict) else {next(iter(self.tg.flat.outputs)): out}
+
+    # --- one step ----------------------------------------------------------------------------
+
+    def train_step(self) -> float:
+        """One optimizer step; returns its loss (non-finite: the update is skipped)."""
+        self.gm.train()
+        self.schedule.apply(self.opt, self.step)
+        self.opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for batch in self.micro_batches(self.step):
+            with _autocast(self.device, self.r.precision):
+                loss = total_loss(self.outputs(self.forward, batch), batch, self.r.loss_terms) / self.r.grad_accum
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                return self._skip(value)
+            self.scaler.scale(loss).backward()
+            total += value
+        if self.r.clip_grad is not None:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.gm.parameters(), self.r.clip_grad)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return total
+
+    def _skip(self, value: float) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        self.bad_steps += 1
+        if self.bad_steps > self.r.max_bad_steps:
+            raise TrainError(f"step {self.step}: loss is {value} ({self.bad_steps} non-finite losses, limit "
+                             f"{self.loaded.where('max_bad_steps')}={self.r.max_bad_steps}); stopped", self.loaded.pos())
+        if not self.quiet:
+            import sys
+
+            print(f"warning: step {self.step}: loss is {value}; step skipped ({self.bad_steps}/{self.r.max_bad_steps})", file=sys.stderr)
+        return value
+
+    # --- evaluation ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, split: Split, prefix: str) -> dict[str, float]:
+        """Mean loss and every metric over ``split`` (eager: no recompiles for eval shapes)."""
+        self.gm.eval()
+        ms = MetricState(self.r.metric_cfgs)
+        loss_sum, n = 0.0, 0
+        bs = self.r.eval_batch_size or 4 * self.r.batch_size
+        idx = torch.arange(len(split))
+        batches = list(idx.split(bs))[: self.r.eval_batches]
+        with torch.compiler.set_stance("force_eager"):
+            for b in batches:
+                batch = {k: v.to(self.device) for k, v in split.batch(b).items()}
+                with _autocast(self.device, self.r.precision):
+                    out = self.outputs(self.gm, batch)
+                loss_sum += float(total_loss(out, batch, self.r.loss_terms)) * len(b)
+                n += len(b)
+                ms.update(out, batch)
+        vals = {"loss": loss_sum / max(n, 1), **ms.values()}
+        return {f"{prefix}_{k}": v for k, v in vals.items()}
+
+    def _eval_point(self) -> bool:
+        """Evaluate, log, keep best weights, checkpoint; True when early stopping triggers."""
+        row: dict[str, float] = {"epoch": (self.step - 1) // self.spe + 1, "step": self.step, "lr": self.opt.param_groups[0]["lr"],
+                                 "train_loss": self.loss_sum / max(self.loss_n, 1) if self.loss_n else math.nan}
+        row |= self.evaluate(self.data.val if len(self.data.val) else self.data.train, "val")
+        self.loss_sum, self.loss_n = 0.0, 0
+        self.history.append(row)
+        self.schedule.observe(row["val_loss"])
+        self.progress.log(row)
+        self.tb.log(row, self.step)
+        write_metrics_csv(self.run_dir / "metrics.csv", self.history, self.columns)
+        self._keep_best(row)
+        stop = self._early_stop(row)
+        n_evals = len(self.history)
+        if n_evals % self.r.checkpoint.every == 0 or self.step >= self.total or stop:
+            ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self.gm, self.state())
+            ckpt.prune(self.run_dir / "checkpoints", self.r.checkpoint.keep, {f"step_{self.best_step:08d}"})
+        return stop
+
+    def _keep_best(self, row: dict[str, float]) -> None:
+        from graphc.export.weights import save_weights
+
+        v = row.get(self.r.best_metric)
+        if v is None:
+            raise TrainError(f"{self.loaded.where('best_metric')}: no column '{self.r.best_metric}' (have: {', '.join(self.columns)})",
+                             self.loaded.pos("best_metric"))
+        better = v < self.best_value if self.r.best_mode == "min" else v > self.best_value
+        if better and math.isfinite(v):
+            ckpt.assert_finite(self.gm, self.step)
+            self.best_value, self.best_step = v, self.step
+            save_weights(self.gm, self.run_dir / "best.safetensors", metadata={"graphc.step": str(self.step)})
+
+    def _early_stop(self, row: dict[str, float]) -> bool:
+        es = self.r.early_stopping
+        if es is None:
+            return False
+        v = row.get(es.metric, math.nan)
+        better = v < self.es_best - es.min_delta if es.mode == "min" else v > self.es_best + es.min_delta
+        self.es_best, self.es_bad = (v, 0) if better else (self.es_best, self.es_bad + 1)
+        return self.es_bad >= es.patience
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def run(self, resume: bool = False) -> TrainResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._resume()
+        self.progress = Progress(self.total, self.step, self.quiet)
+        self.tb = TensorBoard(self.run_dir)
+        stopped = False
+        try:
+            while self.step < self.total and not stopped:
+                loss = self.train_step()
+                self.step += 1
+                if math.isfinite(loss):
+                    self.loss_sum, self.loss_n = self.loss_sum + loss, self.loss_n + 1
+                self.progress.step(self.step, loss, self.r.batch_size * self.r.grad_accum)
+                if self.step % self.eval_every == 0 or self.step >= self.total:
+                    stopped = self._eval_point()
+        finally:
+            self.progress.close()
+            self.tb.close()
+        return self._finish(stopped)
+
+    def _resume(self) -> None:
+        import sys
+
+        path, warnings = ckpt.latest_valid(self.run_dir / "checkpoints")
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        if path is None:
+            raise TrainError(f"{self.run_dir}: --resume found no complete checkpoint")
+        self.restore(path)
+        write_metrics_csv(self.run_dir / "metrics.csv", self.history, self.columns)
+        if not self.quiet:
+            print(f"resumed from {path} (step {self.step})", file=sys.stderr)
+
+    def _finish(self, stopped: bool) -> TrainResult:
+        """Test metrics of the best weights, the curves PNG and results.json."""
+        from graphc.export.weights import load_weights
+
+        best_file = self.run_dir / "best.safetensors"
+        if best_file.exists():
+            load_weights(self.gm, best_file)
+        test = self.evaluate(self.data.test, "test") if len(self.data.test) else {}
+        best = next((r for r in self.history if r["step"] == self.best_step), self.history[-1] if self.history else {})
+        if self.history:
+            plot_curves(self.run_dir / "curves.png", self.history, self.columns)
+        result = TrainResult(self.run_dir, self.step, self.best_step, best, test, self.history, self.data.unigram_loss, self.mode, stopped)
+        summary = {"steps": self.step, "best_step": self.best_step, "best": best, "test": test, "compile": self.mode,
+                   "stopped_early": stopped, "unigram_val_loss": self.data.unigram_loss}
+        write_text(self.run_dir / "results.json", json.dumps(summary, indent=2) + "\n")
+        return result
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """``--set`` items for the spec, and ``train.KEY=VALUE`` items for the recipe."""
+    spec, recipe = [], {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and key.strip().startswith("train."):
+            recipe[key.strip()[len("train."):]] = value
+        else:
+            spec.append(item)
+    return spec, recipe
+
+
+def train(
+    spec: str | Path,
+    run_dir: str | Path,
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+    init: str | None = None,
+    quiet: bool = False,
+) -> TrainResult:
+    """Train ``spec`` with its recipe (``train:`` section or ``config``) into ``run_dir``.
+
+    Example:
+        >>> r = graphc.train.train("specs/digits_cnn.yaml", "out/digits", overrides=["train.epochs=1"])
+        >>> r.test["test_accuracy"]
+    """
+    import graphc
+    from graphc.train.recipe import load_recipe
+
+    spec_over, recipe_over = split_overrides(overrides)
+    s = graphc.load_spec(spec, spec_over)
+    tg = graphc.check(s)
+    lr = load_recipe(s, config, recipe_over)
+    trainer = Trainer(tg, lr, Path(run_dir), init=init, quiet=quiet)
+    return trainer.run(resume=resume)
+
+
+__all__ = ["Recipe", "TrainResult", "Trainer", "train"]

@@ -1,0 +1,103 @@
+"""Optimizers with decay groups, and the learning-rate schedule.
+
+Weight decay is applied only to matrices and kernels that transform activations.  A
+parameter is exempt when it has fewer than two dimensions (biases, norm scales and shifts) or
+when its node reads integer ids (an embedding table: the spec's types say so, whatever the
+op is called), so the rule needs no list of module types.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from graphc.graph.infer import TypedGraph
+from graphc.train.recipe import OptimizerCfg, ScheduleCfg
+
+
+def _reads_ids(tg: TypedGraph, node_path: str) -> bool:
+    node = tg.flat.nodes.get(node_path)
+    if node is None:
+        return False
+    return any(t is not None and not t.dtype.startswith(("float", "bfloat")) for t in tg.in_types(node))
+
+
+def decay_groups(gm: fx.GraphModule, tg: TypedGraph, weight_decay: float) -> list[dict[str, Any]]:
+    """Two parameter groups: decayed (weights of ops on activations) and not decayed."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, p in gm.named_parameters():  # tied parameters appear once, under their owner
+        if not p.requires_grad:
+            continue
+        node = name.rsplit(".", 1)[0]
+        (no_decay if p.ndim < 2 or _reads_ids(tg, node) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(gm: fx.GraphModule, tg: TypedGraph, cfg: OptimizerCfg) -> torch.optim.Optimizer:
+    """The recipe's optimizer over the model's trainable parameters."""
+    groups = decay_groups(gm, tg, cfg.weight_decay)
+    if cfg.type == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    cls = torch.optim.AdamW if cfg.type == "adamw" else torch.optim.Adam
+    return cls(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+class Schedule:
+    """Learning-rate factor per optimizer step: linear warmup, then the recipe's shape.
+
+    ``plateau`` lowers the factor by ``gamma`` after ``patience`` evaluations without a
+    better validation loss; its state is part of the checkpoint.
+    """
+
+    def __init__(self, cfg: ScheduleCfg, base_lr: float, total_steps: int) -> None:
+        self.cfg = cfg
+        self.base_lr = base_lr
+        self.total = max(total_steps, 1)
+        self.scale = 1.0
+        self.best = math.inf
+        self.bad = 0
+
+    def factor(self, step: int) -> float:
+        c = self.cfg
+        if step < c.warmup:
+            return (step + 1) / c.warmup
+        frac = min(1.0, (step - c.warmup) / max(1, self.total - c.warmup))
+        if c.type == "cosine":
+            return c.min_lr + (1 - c.min_lr) * 0.5 * (1 + math.cos(math.pi * frac))
+        if c.type == "linear":
+            return c.min_lr + (1 - c.min_lr) * (1 - frac)
+        if c.type == "step":
+            return float(c.gamma ** ((step - c.warmup) // c.step_size))
+        return self.scale  # constant (scale stays 1) or plateau
+
+    def apply(self, opt: torch.optim.Optimizer, step: int) -> float:
+        lr = self.base_lr * self.factor(step)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def observe(self, val_loss: float) -> None:
+        """Feed an evaluation's loss (plateau only)."""
+        if self.cfg.type != "plateau":
+            return
+        if val_loss < self.best:
+            self.best, self.bad = val_loss, 0
+        else:
+            self.bad += 1
+            if self.bad > self.cfg.patience:
+                self.scale *= self.cfg.gamma
+                self.bad = 0
+
+    def state_dict(self) -> dict[str, float]:
+        return {"scale": self.scale, "best": self.best, "bad": float(self.bad)}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.scale, self.best, self.bad = float(state["scale"]), float(state["best"]), int(state["bad"])
+
+
+def trainable(gm: nn.Module) -> list[nn.Parameter]:
+    return [p for p in gm.parameters() if p.requires_grad]
