@@ -165,6 +165,10 @@ def _apply_overrides(raw: YMap, overrides: Mapping[str, Any], file: str) -> None
         parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
         if parts[0] not in raw and "params" in raw and isinstance(raw["params"], dict) and parts[0] in raw["params"]:
             parts.insert(0, "params")
+        if parts[0] not in raw:
+            params = list(raw["params"]) if isinstance(raw.get("params"), dict) else []
+            hint = did_you_mean(str(parts[0]), [*params, *raw])
+            raise SpecError(f"--set {key}: '{parts[0]}' is neither a param nor a top-level key of the spec{hint}", Pos("<--set>"))
         node: Any = raw
         for i, part in enumerate(parts[:-1]):
             node = _child(node, part, key, parts[: i + 1], file)
