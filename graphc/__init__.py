@@ -12,6 +12,22 @@ from graphc.spec.load import load_spec
 
 __version__ = "0.1.0"
 
+_LAZY = {  # imported on first use, so ``import graphc`` does not import onnx
+    "export_onnx": "graphc.export.api",
+    "verify_onnx": "graphc.export.api",
+    "compile": "graphc.export.api",
+    "load_weights": "graphc.export.weights",
+    "save_weights": "graphc.export.weights",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'graphc' has no attribute {name!r}")
+
 __all__ = [
     "Example",
     "GraphcError",
@@ -21,8 +37,13 @@ __all__ = [
     "__version__",
     "build",
     "check",
+    "compile",
     "example_inputs",
+    "export_onnx",
     "load_spec",
+    "load_weights",
     "op",
+    "save_weights",
     "summary",
+    "verify_onnx",
 ]

@@ -1,11 +1,75 @@
-"""CLI commands of graphc.export (registered by graphc.cli)."""
+"""CLI commands of graphc.export: ``export``, ``verify`` and ``compile``.
+
+Handlers import onnx/onnxruntime lazily so ``graphc check`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 
+def _export(args: argparse.Namespace) -> int:
+    from graphc.export.api import export_onnx
+
+    r = export_onnx(args.spec, args.output, args.overrides, args.weights, args.opset, verify=not args.no_verify)
+    dims = ", ".join(f"{d} in [{lo}, {hi}]" for d, (lo, hi) in r.dims.items()) or "static"
+    print(f"wrote {r.path} (opset {r.opset}, {r.seconds:.1f} s; dynamic dims: {dims})")
+    if r.verify is not None:
+        print("\n".join(r.verify.lines()))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from graphc.export.api import verify_onnx
+    from graphc.export.verify import raise_if_failed
+
+    r = verify_onnx(args.model, args.spec_file, args.overrides, args.weights)
+    if args.json:
+        print(json.dumps(r.to_json(), indent=2))
+    else:
+        print("\n".join(r.lines()))
+    raise_if_failed(r, args.model)
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from graphc.export.api import compile
+
+    r = compile(args.spec, args.output, args.overrides, args.weights, args.opset)
+    print(f"wrote {r.out_dir}/: {', '.join(r.files)}")
+    print("\n".join(r.verify.lines()))
+    return 0
+
+
+def _weights_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", metavar="FILE", help="safetensors (or torch) file keyed by node paths")
+
+
 def register(sub: Any) -> None:
-    """Add this package's subcommands to the ``graphc`` parser."""
-    _ = (sub, argparse)
+    """Add ``export``, ``verify`` and ``compile`` to the ``graphc`` parser."""
+    from graphc.cli import add_spec_args
+
+    p = sub.add_parser("export", help="export to ONNX and verify it in onnxruntime")
+    add_spec_args(p)
+    _weights_arg(p)
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.onnx")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    p.set_defaults(handler=_export)
+
+    p = sub.add_parser("verify", help="re-check an ONNX file against the spec's torch model")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("--spec", dest="spec_file", required=True, help="the spec it was exported from")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _weights_arg(p)
+    p.add_argument("--json", action="store_true", help="print verify.json's content")
+    p.set_defaults(handler=_verify)
+
+    p = sub.add_parser("compile", help="check, build, export and verify into OUT_DIR")
+    add_spec_args(p)
+    _weights_arg(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
+    p.add_argument("--opset", type=int, default=None)
+    p.set_defaults(handler=_compile)
