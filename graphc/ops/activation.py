@@ -82,6 +82,16 @@ class Sigmoid(_Elementwise):
         return torch.sigmoid(x)
 
 
+@op("relu6")
+class Relu6(_Elementwise):
+    """``min(max(x, 0), 6)`` (MobileNet's activation; ``hardtanh`` between 0 and 6)."""
+
+    onnx: ClassVar[Onnx] = Onnx(("Clip",))
+
+    def lower(self, ctx: Any, x: Any) -> Any:
+        return F.relu6(x)
+
+
 @op("leaky_relu")
 class LeakyRelu(_Elementwise):
     """``x`` if positive else ``slope * x``."""

@@ -636,3 +636,39 @@ class Parameter(OpArgs):
 
     def lower(self, ctx: Any) -> Any:
         return ctx.module(rt.Parameter, tuple(self.shape), self.std, self.fill)()
+
+
+@op("expand")
+class Expand(OpArgs):
+    """Repeat size-1 dims of ``x`` to the sizes of the same dims of ``like`` (no copy).
+
+    ViT's class token is a ``[1, 1, d]`` parameter expanded to ``[B, 1, d]`` with
+    ``{op: expand, in: [class_token, seq], dims: [0]}`` before it is concatenated.
+    """
+
+    family: ClassVar[str] = "tensor"
+    inputs: ClassVar[tuple[str, ...]] = ("x", "like")
+    onnx: ClassVar[Onnx] = Onnx(("Expand",))
+    examples: ClassVar[tuple[Example, ...]] = (
+        Example({"dims": [0]}, ("1,1,4", "B,T,4")),
+        Example({"dims": [0, 1]}, ("1,1,4", "B,T,4"), id="two"),
+    )
+    dims: list[int] = Field(min_length=1, description="dims of x (size 1) that take like's size")
+
+    def _dims(self, x: TensorType, like: TensorType) -> list[int]:
+        if x.rank != like.rank:
+            raise OpError(f"x {x} and like {like} must have the same rank")
+        dims = [norm_dim(d, x.rank) for d in self.dims]
+        for d in dims:
+            if x.shape[d] != 1:
+                raise OpError(f"dim {d} of x {x} must have size 1 to expand, not {x.shape[d]}")
+        return dims
+
+    def infer(self, x: TensorType, like: TensorType) -> TensorType:
+        dims = self._dims(x, like)
+        return x.with_shape([like.shape[i] if i in dims else d for i, d in enumerate(x.shape)])
+
+    def lower(self, ctx: Any, x: Any, like: Any) -> Any:
+        dims = self._dims(*ctx.in_types)
+        sizes = [like.size(i) if i in dims else -1 for i in range(ctx.in_types[0].rank)]
+        return x.expand(*sizes)
