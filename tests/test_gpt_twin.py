@@ -74,3 +74,26 @@ def test_gpt2_init_scales_the_residual_projection() -> None:
     assert std == pytest.approx(0.02 / 4, rel=0.1)  # 1 / sqrt(2 * 8) = 1/4
     assert gm.get_submodule("body.0.fc").weight.std().item() == pytest.approx(0.02, rel=0.1)
     assert gm.get_submodule("body.0.fc").bias.abs().max().item() == 0
+
+
+def test_loads_hf_gpt2_weights() -> None:
+    """The documented mapping (docs/attention.md): HF GPT-2 -> gpt_mini gives the same logits."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(vocab_size=256, n_positions=16, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0,
+                                  embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    gm = _build(SMALL)
+    sd = hf.state_dict()
+    names = {"ln_1": "ln1", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj", "ln_2": "ln2", "mlp.c_fc": "fc", "mlp.c_proj": "proj"}
+    ours = {"tok.weight": sd["transformer.wte.weight"], "pos.weight": sd["transformer.wpe.weight"],
+            "lnf.weight": sd["transformer.ln_f.weight"], "lnf.bias": sd["transformer.ln_f.bias"]}
+    for i in range(SMALL["layers"]):
+        for theirs, mine in names.items():
+            w = sd[f"transformer.h.{i}.{theirs}.weight"]
+            ours[f"body.{i}.{mine}.weight"] = w if mine.startswith("ln") else w.t()  # Conv1D = transposed Linear
+            ours[f"body.{i}.{mine}.bias"] = sd[f"transformer.h.{i}.{theirs}.bias"]
+    missing, unexpected = gm.load_state_dict(ours, strict=False)
+    assert missing == ["head.weight"] and not unexpected  # head is tied to tok
+    tokens = torch.randint(0, 256, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(gm(tokens), hf(tokens).logits, atol=1e-4, rtol=0)

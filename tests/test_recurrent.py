@@ -85,3 +85,13 @@ def test_wrong_state_shape() -> None:
 def test_flops_count_gate_matmuls() -> None:
     s = graphc.summary(_spec("lstm", [], hidden=5))
     assert s.flops == 2 * 4 * 5 * (4 + 5) * 3 * 6  # gates * hidden * (in + hidden), per B * T
+
+
+def test_lstm_classifier_spec_runs() -> None:
+    overrides = {"layers": 1, "d": 16, "hidden": 16}  # the spec's graphc-ci line
+    gm = graphc.build(graphc.check("specs/lstm_classifier.yaml", overrides), seed=0).eval()
+    assert "lstm.weight_ih_l0_reverse" in gm.state_dict()
+    tokens = torch.randint(0, 256, (2, 9))
+    with torch.no_grad():
+        assert gm(tokens).shape == (2, 4)
+        assert gm(tokens[:, :3]).shape == (2, 4)  # any length
