@@ -125,3 +125,36 @@ def test_parse_input() -> None:
     assert parse_input("B,T:int64<20") == {"shape": ["B", "T"], "dtype": "int64", "range": [0, 20]}
     assert parse_input("B,3,H,W") == {"shape": ["B", 3, "H", "W"], "dtype": "float32"}
     assert parse_input("") == {"shape": [], "dtype": "float32"}
+
+
+BAD = [
+    ("concat", {"dim": 1}, ("B,T,4", "B,T,6"), "concat needs equal shapes except in dim 1: [B, T, 4] vs [B, T, 6]"),
+    ("matmul", {}, ("B,T,4", "5,6"), "inner dim 4 of [B, T, 4] does not match 5 of [5, 6]"),
+    ("split", {"sizes": [2, 2]}, ("B,8",), "sizes [2, 2] add up to 4, but the dim has size 8"),
+    ("chunk", {"chunks": 2}, ("B,T",), "dim of size T does not split into 2 equal chunks"),
+    ("max_pool2d", {"kernel": 5}, ("B,3,4,4",), "too small for a window of 5"),
+    ("max_pool2d", {"kernel": 2}, ("B,L",), "max_pool2d input [N, C, H, W] must have rank 3 or 4"),
+    ("upsample", {"scale": 1.5}, ("B,3,H,W",), "a fractional scale 1.5 needs a fixed size, got symbolic 'H'"),
+    ("permute", {"dims": [0, 0, 1]}, ("B,T,4",), "not a permutation"),
+    ("select", {"dim": 1, "index": 4}, ("B,4",), "index 4 is out of range for dim 1 of [B, 4]"),
+    ("pad", {"pad": [1, 1], "mode": "reflect"}, ("B,3,1",), "reflect pad 1 must be smaller than dim 2"),
+]
+
+
+@pytest.mark.parametrize(("op_name", "args", "inputs", "message"), BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
+def test_shape_errors_are_clear(op_name: str, args: dict[str, Any], inputs: tuple[str, ...], message: str) -> None:
+    spec = one_op_spec(op_name, Example(args, inputs))
+    with pytest.raises(graphc.errors.ShapeError) as err:
+        graphc.check(spec)
+    text = str(err.value)
+    assert message in text
+    assert "error: nodes.n: " in text  # the node's path and position are added
+
+
+def test_symbolic_shapes_stay_symbolic() -> None:
+    spec = one_op_spec("concat", Example({"dim": 1}, ("B,T,4", "B,T,4")))
+    assert str(graphc.check(spec).output_types()["y"]) == "[B, 2*T, 4]"
+    spec = one_op_spec("upsample", Example({"scale": 2}, ("B,3,H,W",)))
+    assert str(graphc.check(spec).output_types()["y"]) == "[B, 3, 2*H, 2*W]"
+    spec = one_op_spec("split", Example({"sizes": [1, -1], "dim": 1}, ("B,T,4",)))
+    assert [str(t) for t in graphc.check(spec).output_types().values()] == ["[B, 1, 4]", "[B, T - 1, 4]"]
