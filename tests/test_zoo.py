@@ -128,3 +128,12 @@ def test_bert_equals_hf_transformers() -> None:
         theirs = hf(input_ids=ids, token_type_ids=types, attention_mask=attention_mask)
     torch.testing.assert_close(ours["last_hidden_state"], theirs.last_hidden_state, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ours["pooler_output"], theirs.pooler_output, atol=1e-4, rtol=1e-4)
+
+
+def test_zoo_doc_is_in_sync() -> None:
+    """docs/zoo.md is generated from `graphc summary --json`; regenerate it when specs change."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_zoo_docs.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
