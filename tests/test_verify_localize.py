@@ -1,0 +1,79 @@
+"""A perturbed ONNX graph (one op, or one weight) fails verification with exit 3, naming the node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import run_cli
+from onnx import numpy_helper
+
+import graphc
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("loc") / "mlp.onnx"
+    graphc.export_onnx("specs/mlp.yaml", path, verify=False)
+    return path
+
+
+def _perturbed(src: Path, dst: Path, edit: object) -> Path:
+    model = onnx.load(str(src))
+    edit(model)  # type: ignore[operator]
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_clean_file_verifies(exported: Path) -> None:
+    r = run_cli("verify", str(exported), "--spec", "specs/mlp.yaml")
+    assert r.code == 0 and "PASSED" in r.out
+
+
+def test_perturbed_op_is_named(exported: Path, tmp_path: Path) -> None:
+    def relu_to_sigmoid(m: onnx.ModelProto) -> None:
+        node = next(n for n in m.graph.node if n.op_type == "Relu")
+        node.op_type = "Sigmoid"
+
+    bad = _perturbed(exported, tmp_path / "bad.onnx", relu_to_sigmoid)
+    r = run_cli("verify", str(bad), "--spec", "specs/mlp.yaml")
+    assert r.code == 3
+    assert "first divergent node 'act'" in r.err and "specs/mlp.yaml:11" in r.err
+
+
+def test_perturbed_weight_is_named(exported: Path, tmp_path: Path) -> None:
+    def bump_fc2_bias(m: onnx.ModelProto) -> None:
+        init = next(t for t in m.graph.initializer if t.name == "fc2.bias")
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + np.float32(0.01), "fc2.bias"))
+
+    bad = _perturbed(exported, tmp_path / "bad.onnx", bump_fc2_bias)
+    res = graphc.verify_onnx(bad, "specs/mlp.yaml")
+    assert not res.passed and res.first_divergent == "fc2"
+    assert res.outputs["logits"].max_abs_diff == pytest.approx(0.01, rel=1e-3)
+
+
+def test_tiny_drift_within_tolerance_passes(exported: Path, tmp_path: Path) -> None:
+    def nudge(m: onnx.ModelProto) -> None:
+        init = next(t for t in m.graph.initializer if t.name == "fc2.bias")
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + np.float32(1e-7), "fc2.bias"))
+
+    assert graphc.verify_onnx(_perturbed(exported, tmp_path / "ok.onnx", nudge), "specs/mlp.yaml").passed
+
+
+def test_export_removes_file_when_verification_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Perturb the lowering itself: the torch model the ONNX file is checked against differs."""
+    import graphc.export.api as api
+
+    real = api.verify_model
+
+    def against_perturbed(gm, path, **kw):  # type: ignore[no-untyped-def]
+        gm.fc1.bias.data += 1.0
+        return real(gm, path, **kw)
+
+    monkeypatch.setattr(api, "verify_model", against_perturbed)
+    out = tmp_path / "m.onnx"
+    r = run_cli("export", "specs/mlp.yaml", "-o", str(out))
+    assert r.code == 3 and "first divergent node 'fc1'" in r.err
+    assert list(tmp_path.iterdir()) == []
