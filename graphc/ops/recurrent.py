@@ -79,12 +79,14 @@ class _Recurrent(OpArgs):
         feat = self.static(ctx.in_types[0].shape[2], "the input's feature dim")
         mod = ctx.module(
             getattr(nn, self.ctor), feat, self.hidden, num_layers=self.layers, bias=self.bias,
-            batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional,
+            batch_first=True, dropout=self.dropout, bidirectional=self.bidirectional,
         )
         given = [s for s in state if s is not None]
         init = None if not given else given[0] if len(given) == 1 else tuple(given)
-        res = mod(x, init)
-        out, last = res[0], res[1]
+        # time-first runs as batch-first between two transposes: torch's ONNX export of a
+        # time-first LSTM fixes the batch size of its zero state to the export example's
+        res = mod(x if self.batch_first else x.transpose(0, 1), init)
+        out, last = res[0] if self.batch_first else res[0].transpose(0, 1), res[1]
         return [out, last] if len(self.states) == 1 else [out, *(last[i] for i in range(len(self.states)))]
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
