@@ -1,6 +1,6 @@
 """Declarable, deterministic weight initialization.
 
-A node's ``init`` (or the spec's top-level ``init``) picks a scheme for matrix/kernel
+The spec's top-level ``init`` and a node's ``init`` (applied after it) pick a scheme for matrix/kernel
 weights (every parameter of two or more dims whose name ends in ``weight``) and for biases;
 1-D weights (norm scales) keep PyTorch's defaults.  ``scale`` multiplies the result (GPT-2's
 residual projections use ``scale: ${1 / sqrt(2 * layers)}``).
@@ -8,6 +8,7 @@ residual projections use ``scale: ${1 / sqrt(2 * layers)}``).
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 
 import torch
@@ -37,19 +38,27 @@ def _resolve(spec: InitSpec | str | None) -> InitSpec | None:
 
 @torch.no_grad()
 def apply_init(module: nn.Module, node_init: InitSpec | str | None, global_init: InitSpec | None, op_name: str) -> None:
-    """Initialize ``module`` in place by the node's init, else the spec's global init."""
+    """Initialize ``module`` in place: the spec's global init, then the node's own on top.
+
+    A node init with ``only`` touches just the matching parameters (GPT-2 scales the
+    attention's output projection ``proj.weight`` but not its ``qkv``).
+    """
+    if global_init is not None:
+        scheme = global_init.embedding if op_name in EMBEDDING_OPS else global_init.weight
+        _apply(module, global_init, scheme, None)
     spec = _resolve(node_init)
-    weight_scheme = spec.weight if spec else "default"
-    if spec is None and global_init is not None:
-        spec = global_init
-        weight_scheme = global_init.embedding if op_name in EMBEDDING_OPS else global_init.weight
-    if spec is None:
-        return
+    if spec is not None:
+        _apply(module, spec, spec.weight, spec.only)
+
+
+def _apply(module: nn.Module, spec: InitSpec, scheme: str, only: list[str] | None) -> None:
     for name, p in module.named_parameters():
+        if only is not None and not any(fnmatch.fnmatchcase(name, pat) for pat in only):
+            continue
         leaf = name.rsplit(".", 1)[-1]
         if leaf.endswith("weight") and p.dim() >= 2:
-            if weight_scheme != "default":
-                _SCHEMES[weight_scheme](p, spec)
+            if scheme != "default":
+                _SCHEMES[scheme](p, spec)
             if spec.scale != 1.0:
                 p.mul_(spec.scale)
         elif leaf.endswith("bias") and spec.bias == "zeros":

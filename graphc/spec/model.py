@@ -54,6 +54,9 @@ class InitSpec(_Strict):
     std: float = Field(0.02, gt=0, description="std for normal / trunc_normal")
     scale: float = Field(1.0, gt=0, description="multiplies the initialized weight (e.g. GPT-2's 1/sqrt(2*layers))")
     embedding: InitScheme = Field("default", description="scheme for embedding tables (global init only)")
+    only: list[str] | None = Field(
+        None, description="node init only: parameter names (glob patterns, e.g. 'proj.weight') it applies to; the rest keep the global init"
+    )
 
 
 class NodeCommon(_Strict):
