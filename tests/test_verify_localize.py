@@ -77,3 +77,29 @@ def test_export_removes_file_when_verification_fails(tmp_path: Path, monkeypatch
     r = run_cli("export", "specs/mlp.yaml", "-o", str(out))
     assert r.code == 3 and "first divergent node 'fc1'" in r.err
     assert list(tmp_path.iterdir()) == []
+
+
+def _scale_value(m: onnx.ModelProto, value: str, factor: float) -> None:
+    """Insert ``value = value * factor`` right after the node producing ``value``."""
+    from onnx import helper
+
+    for i, n in enumerate(m.graph.node):
+        if value in n.output:
+            n.output[list(n.output).index(value)] = value + "_orig"
+            m.graph.initializer.append(numpy_helper.from_array(np.array(factor, np.float32), "perturb_k"))
+            m.graph.node.insert(i + 1, helper.make_node("Mul", [value + "_orig", "perturb_k"], [value]))
+            return
+    raise AssertionError(f"no node produces {value}")
+
+
+@pytest.mark.skipif(not Path("specs/gpt_mini.yaml").exists(), reason="specs/gpt_mini.yaml not present")
+def test_node_inside_repeated_block_is_named(tmp_path: Path) -> None:
+    import json
+
+    overrides = ["layers=2", "d=32", "heads=2", "ctx=16"]
+    good = tmp_path / "g.onnx"
+    graphc.export_onnx("specs/gpt_mini.yaml", good, overrides, verify=False)
+    values = json.loads({p.key: p.value for p in onnx.load(str(good)).metadata_props}["graphc.values"])
+    bad = _perturbed(good, tmp_path / "bad.onnx", lambda m: _scale_value(m, values["body.1.ln2"], 1.01))
+    r = run_cli("verify", str(bad), "--spec", "specs/gpt_mini.yaml", *[a for o in overrides for a in ("--set", o)])
+    assert r.code == 3 and "first divergent node 'body.1.ln2'" in r.err
