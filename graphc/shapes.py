@@ -21,7 +21,7 @@ Monomial = tuple[str, ...]  # sorted symbol names, repeated for powers
 class Sym:
     """An integer polynomial over symbolic dims (immutable, hashable)."""
 
-    __slots__ = ("terms", "_hash")
+    __slots__ = ("_hash", "terms")
 
     def __init__(self, terms: Mapping[Monomial, int]) -> None:
         self.terms: dict[Monomial, int] = {m: c for m, c in terms.items() if c != 0}
@@ -164,7 +164,7 @@ def is_static(d: Dim) -> bool:
 def numel(shape: Sequence[Dim]) -> Dim:
     out: Dim = 1
     for d in shape:
-        out = d * out if isinstance(d, Sym) else (out * d if isinstance(out, Sym) else out * d)
+        out = out * d
     return out
 
 

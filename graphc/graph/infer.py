@@ -15,7 +15,7 @@ import networkx as nx
 from graphc.errors import Collector, ShapeError
 from graphc.graph.build import build_graph, topo_order
 from graphc.ops.registry import OpError
-from graphc.shapes import Sym, TensorType
+from graphc.shapes import Dim, Sym, TensorType, parse_dim
 from graphc.spec.expand import FlatNode, FlatSpec, Ref
 
 
@@ -44,18 +44,26 @@ class TypedGraph:
         return {name: self.types[ref] for name, ref in self.flat.outputs.items()}
 
 
+def where(node: FlatNode) -> str:
+    """A node's spec path for messages: ``nodes.fc1``, or ``blocks.mlp.nodes.fc (in body.1)``."""
+    return f"{node.path} (in {node.scope})" if node.scope else node.path
+
+
 def input_types(flat: FlatSpec) -> tuple[dict[str, TensorType], dict[str, int]]:
     """Spec inputs as symbolic types, plus each symbolic dim's example size."""
     types: dict[str, TensorType] = {}
     example: dict[str, int] = {}
     for name, inp in flat.spec.doc.inputs.items():
-        dims = []
+        dims: list[Dim] = []
         for d in inp.shape:
             if isinstance(d, int):
                 dims.append(d)
-            else:
-                dims.append(Sym.var(d))
-                example.setdefault(d, inp.example.get(d, 2))
+                continue
+            parsed = parse_dim(d)
+            assert parsed is not None, "checked by the expansion"
+            k, sym = parsed
+            dims.append(k * Sym.var(sym))
+            example.setdefault(sym, inp.example.get(sym, 2))
         for d, v in inp.example.items():
             example[d] = v
         types[name] = TensorType(tuple(dims), inp.dtype)
@@ -82,7 +90,7 @@ def infer(flat: FlatSpec) -> TypedGraph:
                 ins = [types[r] if r is not None else None for r in node.inputs]
                 params[name] = node.args.params(*ins)  # type: ignore[arg-type]
         except OpError as e:
-            errors.error(f"node '{name}': {e}", node.pos)
+            errors.error(f"{where(node)}: {e}", node.pos)
             failed.add(name)
             continue
         for i, t in enumerate(outs):
@@ -126,16 +134,16 @@ def _resolve_ties(flat: FlatSpec, params: dict[str, dict[str, tuple[int, ...]]],
             if param == "*":
                 pairs = [(p, p) for p in mine if p in theirs]
                 if not pairs:
-                    errors.error(f"node '{node.name}': tie: it shares no parameter name with '{target}' ({', '.join(mine) or 'none'} vs {', '.join(theirs) or 'none'})", node.pos)
+                    errors.error(f"{where(node)}.tie: it shares no parameter name with '{target}' ({', '.join(mine) or 'none'} vs {', '.join(theirs) or 'none'})", node.pos)
             else:
                 pairs = [(param, target_param)]
             for p, tp in pairs:
                 if p not in mine:
-                    errors.error(f"node '{node.name}': tie: it has no parameter '{p}' (has: {', '.join(mine) or 'none'})", node.pos)
+                    errors.error(f"{where(node)}.tie: it has no parameter '{p}' (has: {', '.join(mine) or 'none'})", node.pos)
                 elif tp not in theirs:
-                    errors.error(f"node '{node.name}': tie: '{target}' has no parameter '{tp}' (has: {', '.join(theirs) or 'none'})", node.pos)
+                    errors.error(f"{where(node)}.tie: '{target}' has no parameter '{tp}' (has: {', '.join(theirs) or 'none'})", node.pos)
                 elif mine[p] != theirs[tp]:
-                    errors.error(f"node '{node.name}': tie: '{p}' has shape {list(mine[p])} but '{target}.{tp}' has {list(theirs[tp])}", node.pos)
+                    errors.error(f"{where(node)}.tie: '{p}' has shape {list(mine[p])} but '{target}.{tp}' has {list(theirs[tp])}", node.pos)
                 else:
                     resolved[p] = (target, tp)
         out[node.name] = resolved

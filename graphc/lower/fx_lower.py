@@ -35,10 +35,10 @@ class BlockModule(fx.GraphModule):
 
     _graphc_src: str | None = None
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> BlockModule:  # noqa: D102
+    def __new__(cls, *args: Any, **kwargs: Any) -> BlockModule:
         return nn.Module.__new__(cls)  # type: ignore[no-any-return]
 
-    def recompile(self) -> Any:  # noqa: D102
+    def recompile(self) -> Any:
         cls = type(self)
         code = self._graph.python_code(root_module="self")
         if cls._graphc_src == code.src and "forward" in vars(cls):
@@ -165,7 +165,7 @@ class _ScopeLowering:
             self.lw.made[node.name] = ctx.made
             if ctx.record is not None:
                 self.lw.records[node.name] = ctx.record
-            apply_init(ctx.made, node.args.init, self.tg.flat.spec.doc.init, node.op_name)
+            apply_init(ctx.made, node.op.init, self.tg.flat.spec.doc.init, node.op_name)
         new_nodes = list(self.graph.nodes)[before:]
         self._rename(new_nodes, [o.node for o in outs], local, node.outputs)
         for i, o in enumerate(outs):
@@ -191,7 +191,7 @@ class _ScopeLowering:
             self.values[inst.outputs[0][1]] = call
             return
         for i, (oname, ref) in enumerate(inst.outputs):
-            item = call[i]
+            item = call[i]  # type: ignore[index]
             item.node._rename(f"{target.replace('.', '_')}_{oname}")
             self.values[ref] = item
 

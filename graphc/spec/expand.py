@@ -26,6 +26,12 @@ from graphc.spec.pydantic_errors import report_validation_error
 from graphc.spec.yaml_loader import YMap, locate
 
 RESERVED = {"block", "in", "repeat", "doc", "freeze"}
+# Public attributes of torch.nn.Module / fx.GraphModule (and graphc's own): a node of that
+# name would shadow them, since every node becomes a module attribute.  Kept as data here so
+# that the front end stays torch-free.
+MODULE_ATTRIBUTES = frozenset(
+    ["T_destination", "add_module", "add_submodule", "apply", "bfloat16", "buffers", "call_super_init", "children", "code", "compile", "cpu", "cuda", "delete_all_unused_submodules", "delete_submodule", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "graph", "graphc", "graphc_records", "half", "ipu", "load_state_dict", "meta", "modules", "mtia", "named_buffers", "named_children", "named_modules", "named_parameters", "parameters", "print_readable", "recompile", "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook", "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "to_folder", "train", "training", "type", "xpu", "zero_grad"]
+)
 _TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (float, int), "bool": (bool,), "str": (str,)}
 
 
@@ -155,6 +161,11 @@ class Expander:
         for i, d in enumerate(shape):
             if isinstance(d, int) and d < 1:
                 self.errors.error(f"inputs.{name}.shape.{i}: a size must be at least 1, got {d}", self.spec.pos("inputs", name, "shape", i))
+            elif isinstance(d, str) and parse_dim(d) is None:
+                self.errors.error(
+                    f"inputs.{name}.shape.{i}: a symbolic dim is a name like T, or k*NAME like 8*H (a multiple of k), got '{d}'",
+                    self.spec.pos("inputs", name, "shape", i),
+                )
         dims = [w for d in shape if isinstance(d, str) for w in re.findall(r"[A-Za-z_]\w*", d)]  # "8*H" names H
         for d, size in example.items():
             if d not in dims:
@@ -187,8 +198,13 @@ class Expander:
         for name, raw in nodes.items():
             pos = locate(scope.raw_root, (*path, name), key=True)
             where = ".".join(map(str, (*path, name)))
-            if not name.isidentifier():
-                self.errors.error(f"{where}: a node name must be an identifier (letters, digits, _)", pos)
+            if not name.isidentifier() or name in MODULE_ATTRIBUTES or name.startswith("_"):
+                why = (
+                    "a node name must be an identifier (letters, digits, _)" if not name.isidentifier()
+                    else f"'{name}' is reserved: nodes become torch module attributes, and torch modules already have '{name}'"
+                    if not name.startswith("_") else "a node name must not start with '_' (reserved for torch internals)"
+                )
+                self.errors.error(f"{where}: {why}", pos)
                 scope.entries[name] = _Entry("op", flat=self.flat_name(scope, name), state="done")  # no follow-on errors
                 continue
             if name in scope.entries:
