@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from graphc.graph.infer import TypedGraph, infer
-from graphc.spec.expand import expand
+from graphc.errors import GraphcError, SpecError
+from graphc.spec.expand import expand_partial
 from graphc.spec.load import Spec, load_spec
 
 if TYPE_CHECKING:
@@ -38,7 +39,14 @@ def check(spec: SpecLike, overrides: Mapping[str, Any] | Sequence[str] | None = 
     Returns:
         The :class:`TypedGraph`; its ``flat.warnings`` hold non-fatal diagnostics.
     """
-    return infer(expand(_spec(spec, overrides)))
+    flat, errors = expand_partial(_spec(spec, overrides))
+    if not errors:
+        return infer(flat)
+    try:  # still check the shapes of the intact part, so every mistake shows at once
+        infer(flat)
+    except GraphcError as e:
+        errors = [*errors, *e.diagnostics]
+    raise SpecError.many(errors)
 
 
 def build(

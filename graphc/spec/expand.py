@@ -135,6 +135,8 @@ class Expander:
         self.instances: dict[str, Instance] = {}
         self.block_stack: list[str] = []
         self.block_defs: dict[str, BlockDef | None] = {}
+        self.broken: set[str] = set()  # op nodes that failed or read from a failed reference
+        self.unresolved = False
         self.active: list[tuple[_Scope, str]] = []  # entries being expanded, outermost first
 
     # --- entry -------------------------------------------------------------------------
@@ -155,6 +157,21 @@ class Expander:
         outputs, output_pos = self.resolve_outputs(top)
         self.errors.raise_if_any()
         return FlatSpec(spec, self.nodes, self.instances, outputs, output_pos, self.errors.warnings)
+
+    def run_partial(self) -> tuple[FlatSpec, list[Diagnostic]]:
+        """Expand as far as possible: the intact part of the spec plus every error found.
+
+        Nodes that failed, or that read from a node that failed, are left out, so the
+        caller can still check the shapes of everything else and report all mistakes of a
+        file in one run.
+        """
+        try:
+            return self.run(), []
+        except SpecError as e:
+            errors = e.diagnostics
+        flat = FlatSpec(self.spec, dict(self.nodes), self.instances, {}, {}, [])
+        _prune(flat, self.broken)
+        return flat, errors
 
     def check_input_dims(self, name: str, shape: list[int | str], example: dict[str, int]) -> None:
         """Symbolic dims are identifiers, sizes are positive, and examples name real dims."""
@@ -313,7 +330,10 @@ class Expander:
         node = FlatNode(entry.flat, "op", pos, where, scope.prefix, model)
         node.outputs = model.output_names()
         node.freeze = bool(model.freeze)
+        before, self.unresolved = len(self.errors.errors), False
         node.inputs = self.op_inputs(scope, name, model, raw, previous)
+        if self.unresolved or len(self.errors.errors) > before:
+            self.broken.add(node.name)
         scope.pending_ties.append((node, model, raw, path))  # once every node of the scope exists
         self.nodes[node.name] = node
         if scope.prefix:
@@ -365,7 +385,9 @@ class Expander:
                     self.errors.error(f"{where}{scope.label}: missing required input '{names[i]}'", pos)
                 out.append(None)
                 continue
-            out.append(self.resolve(scope, ref, rpos, where))
+            resolved = self.resolve(scope, ref, rpos, where)
+            self.unresolved |= resolved is None
+            out.append(resolved)
         return out
 
     def ties(self, scope: _Scope, model: Any, raw: YMap, path: tuple[str | int, ...]) -> dict[str, tuple[str, str]]:
@@ -624,6 +646,24 @@ def _with_freeze(raw: YMap) -> YMap:
     out["freeze"] = True
     out.key_pos["freeze"] = out.val_pos["freeze"] = raw.pos
     return out
+
+
+def _prune(flat: FlatSpec, broken: set[str]) -> None:
+    """Drop broken nodes and everything downstream of them (ports included)."""
+    gone = set(broken)
+    changed = True
+    while changed:
+        changed = False
+        for name, node in list(flat.nodes.items()):
+            if name in gone or any(r is not None and (r.node in gone or r.node not in flat.nodes) for r in node.inputs):
+                del flat.nodes[name]
+                gone.add(name)
+                changed = True
+
+
+def expand_partial(spec: Spec) -> tuple[FlatSpec, list[Diagnostic]]:
+    """:func:`expand` that returns the intact part of a broken spec along with its errors."""
+    return Expander(spec).run_partial()
 
 
 def expand(spec: Spec) -> FlatSpec:
