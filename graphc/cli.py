@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from graphc.errors import Diagnostic, GraphcError
+from graphc.errors import Diagnostic, GraphcError, Pos
 
 COMMAND_MODULES = ("graphc.export.commands", "graphc.train.commands")
 
@@ -124,6 +124,8 @@ def _schema(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphc", description="Declarative model-graph compiler for PyTorch.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first, so the ops it registers with @graphc.op can be used (repeatable)")
     parser.add_argument("--version", action="version", version=f"graphc {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -159,10 +161,20 @@ def _version() -> str:
     return __version__
 
 
+def _load_plugins(modules: Sequence[str]) -> None:
+    """Import the op modules the user named explicitly (specs never import code)."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as e:
+            raise GraphcError(f"--plugin {name}: cannot import it: {e}", Pos("<--plugin>")) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _load_plugins(args.plugins)
         code: int = args.handler(args)
         return code
     except GraphcError as e:

@@ -162,12 +162,27 @@ def on_change(fn: Callable[[], None]) -> None:
     _listeners.append(fn)
 
 
+def unregister(name: str) -> None:
+    """Remove a (user) op from the registry; derived caches are rebuilt."""
+    REGISTRY.pop(name, None)
+    for fn in _listeners:
+        fn()
+
+
 def load_entry_points() -> None:
-    """Import user op modules advertised under the ``graphc.ops`` entry-point group."""
+    """Import user op modules advertised under the ``graphc.ops`` entry-point group.
+
+    Installed packages opt in by declaring the entry point; a spec itself never names a
+    module to import.  A plugin that fails to import is reported and skipped.
+    """
+    import warnings
     from importlib.metadata import entry_points
 
     for ep in entry_points(group="graphc.ops"):
-        ep.load()
+        try:
+            ep.load()
+        except Exception as e:  # a broken plugin must not break graphc itself
+            warnings.warn(f"graphc: op plugin '{ep.name}' ({ep.value}) failed to load: {e}", stacklevel=2)
 
 
-__all__ = ["REGISTRY", "Example", "Literal", "Onnx", "OpArgs", "OpDef", "OpError", "load_entry_points", "on_change", "op"]
+__all__ = ["REGISTRY", "Example", "Literal", "Onnx", "OpArgs", "OpDef", "OpError", "load_entry_points", "on_change", "op", "unregister"]
