@@ -109,3 +109,14 @@ def test_compile_replaces_existing_out_dir(tmp_path: Path) -> None:
     graphc.compile("specs/mlp.yaml", out)
     assert not (out / "stale.txt").exists() and (out / "model.onnx").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_compile_with_weights_ships_those_weights(tmp_path: Path) -> None:
+    trained = graphc.build("specs/mlp.yaml", seed=7)
+    graphc.save_weights(trained, tmp_path / "w.safetensors")
+    r = run_cli("compile", "specs/mlp.yaml", "-o", str(tmp_path / "out"), "--weights", str(tmp_path / "w.safetensors"))
+    assert r.code == 0, r.err
+    from graphc.export.weights import read_weights
+
+    shipped = read_weights(tmp_path / "out" / "weights.safetensors")
+    torch.testing.assert_close(shipped["fc1.weight"], trained.fc1.weight.detach())

@@ -92,3 +92,15 @@ def test_gpt_mini_grid_batch_1_to_8_seq_1_to_ctx(tmp_path: Path) -> None:
             want = gm(tokens).numpy()
         assert got.shape == (b, t, tg.flat.spec.params["vocab"])
         np.testing.assert_allclose(got, want, atol=atol, rtol=rtol, err_msg=f"B={b} T={t}")
+
+
+def test_large_models_use_external_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import graphc.export.onnx_export as ox
+
+    monkeypatch.setattr(ox, "TWO_GB", 100)  # pretend the MLP is over protobuf's 2 GB limit
+    out = tmp_path / "m.onnx"
+    res = graphc.export_onnx("specs/mlp.yaml", out)
+    assert res.verify is not None and res.verify.passed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+    m = onnx.load(str(out), load_external_data=False)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)

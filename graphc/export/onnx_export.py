@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -202,13 +201,11 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
             onnx.save_model(model, str(tmp))
         return
     data = path.with_name(path.name + ".data")
-    with atomic_path(data) as tmp_data:
-        with atomic_path(path) as tmp:
-            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=tmp_data.name, size_threshold=1024)
-            os.replace(tmp.parent / tmp_data.name, tmp_data)
-            _relocate(tmp, data.name)
-        onnx.checker.check_model(str(path), full_check=True)
+    with atomic_path(data) as tmp_data, atomic_path(path) as tmp:
+        onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=tmp_data.name, size_threshold=0)
+        _relocate(tmp, data.name)
+    onnx.checker.check_model(str(path), full_check=True)
 
 
 def _relocate(model_path: Path, location: str) -> None:
