@@ -12,9 +12,10 @@ from typing import Any
 
 def _export(args: argparse.Namespace) -> int:
     from graphc.export.api import export_onnx
+    from graphc.export.onnx_export import INT_MAX
 
     r = export_onnx(args.spec, args.output, args.overrides, args.weights, args.opset, verify=not args.no_verify)
-    dims = ", ".join(f"{d} in [{lo}, {hi}]" for d, (lo, hi) in r.dims.items()) or "static"
+    dims = ", ".join(f"{d} in [{lo}, {hi}]" if hi < INT_MAX else f"{d} >= {lo}" for d, (lo, hi) in r.dims.items()) or "static"
     print(f"wrote {r.path} (opset {r.opset}, {r.seconds:.1f} s; dynamic dims: {dims})")
     if r.verify is not None:
         print("\n".join(r.verify.lines()))
