@@ -93,32 +93,30 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _emit(text: str, output: str | None) -> int:
+    """Write ``text`` to ``output`` atomically, or to stdout."""
+    if output:
+        from graphc.io import write_text
+
+        write_text(output, text)
+        print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _graph(args: argparse.Namespace) -> int:
     import graphc
     from graphc.graph.render import to_dot, to_mermaid
-    from graphc.io import write_text
 
     tg = graphc.check(args.spec, args.overrides)
-    text = to_mermaid(tg) if args.format == "mermaid" else to_dot(tg)
-    if args.output:
-        write_text(args.output, text)
-        print(f"wrote {args.output}")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return _emit(to_mermaid(tg) if args.format == "mermaid" else to_dot(tg), args.output)
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from graphc.io import write_text
     from graphc.spec.schema import spec_schema
 
-    text = json.dumps(spec_schema(), indent=2) + "\n"
-    if args.output:
-        write_text(args.output, text)
-        print(f"wrote {args.output}")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return _emit(json.dumps(spec_schema(), indent=2) + "\n", args.output)
 
 
 def build_parser() -> argparse.ArgumentParser:
