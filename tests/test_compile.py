@@ -73,8 +73,13 @@ torch.save(out, "out.pt")
 """
 
 
-def test_model_py_is_standalone_and_matches(tmp_path: Path) -> None:
-    spec = "specs/gpt_mini.yaml" if Path("specs/gpt_mini.yaml").exists() else "specs/mlp.yaml"
+STANDALONE = [s for s in ("gpt_mini", "resnet_block", "mlp") if Path(f"specs/{s}.yaml").exists()]
+
+
+@pytest.mark.parametrize("name", STANDALONE[:2])
+def test_model_py_is_standalone_and_matches(name: str, tmp_path: Path) -> None:
+    """Blocks, tied weights, runtime helpers (gpt_mini) and BN buffers (resnet_block)."""
+    spec = f"specs/{name}.yaml"
     overrides = ci_overrides(Path(spec))
     res = graphc.compile(spec, tmp_path / "out", overrides)
     gm = graphc.build(graphc.check(spec, overrides), seed=0).eval()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import re
 import types
 from typing import Any
 
@@ -129,8 +130,9 @@ def _literal(value: Any) -> str:
 
 def _forward(graph: fx.Graph, globals_: dict[str, str | None]) -> str:
     code = graph.python_code(root_module="self")
-    for name, obj in code.globals.items():
-        globals_.setdefault(name, _global_line(name, obj))
+    for name, obj in code.globals.items():  # fx lists names it might use; keep the used ones
+        if re.search(rf"\b{re.escape(name)}\b", code.src):
+            globals_.setdefault(name, _global_line(name, obj))
     body = code.src.strip("\n").rstrip()
     return "\n".join("    " + line if line else "" for line in body.splitlines())
 
