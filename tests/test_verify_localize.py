@@ -103,3 +103,29 @@ def test_node_inside_repeated_block_is_named(tmp_path: Path) -> None:
     bad = _perturbed(good, tmp_path / "bad.onnx", lambda m: _scale_value(m, values["body.1.ln2"], 1.01))
     r = run_cli("verify", str(bad), "--spec", "specs/gpt_mini.yaml", *[a for o in overrides for a in ("--set", o)])
     assert r.code == 3 and "first divergent node 'body.1.ln2'" in r.err
+
+
+def test_perturbed_lowering_is_named(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Change one op's lowering (relu gains an offset): verification names the relu node."""
+    import torch
+
+    from graphc.ops.registry import REGISTRY
+
+    relu = REGISTRY["relu"].cls
+    monkeypatch.setattr(relu, "lower", lambda self, ctx, x: torch.relu(x) + 0.5)
+    r = run_cli("verify", str(exported), "--spec", "specs/mlp.yaml")
+    assert r.code == 3 and "first divergent node 'act' (op 'relu'" in r.err
+
+
+@pytest.mark.parametrize(("content", "message"), [(b"garbage", "not a readable ONNX model"), (None, "exported from another spec")])
+def test_unusable_file_is_one_line_error(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "m.onnx"
+    if content is None:
+        graphc.export_onnx("specs/mlp.yaml", path, verify=False)
+        spec = tmp_path / "other.yaml"
+        spec.write_text(Path("specs/mlp.yaml").read_text().replace("x: {shape", "inp: {shape").replace("in: x", "in: inp"))
+    else:
+        path.write_bytes(content)
+        spec = Path("specs/mlp.yaml")
+    r = run_cli("verify", str(path), "--spec", str(spec))
+    assert r.code == 1 and message in r.err and str(path) in r.err and "Traceback" not in r.err

@@ -23,7 +23,7 @@ import onnx
 import torch
 from torch import fx
 
-from graphc.errors import VerifyError
+from graphc.errors import ExportError, VerifyError
 from graphc.export.onnx_export import RANGES_KEY, VALUES_KEY
 from graphc.export.probe import make_probe, node_values
 from graphc.graph.infer import TypedGraph
@@ -142,6 +142,24 @@ def _session(model: onnx.ModelProto | str) -> Any:
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
+def _run(sess: Any, tg: TypedGraph, inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, _feed(tg, inputs)), strict=True))
+
+
+def _load(path: str | Path, external: bool) -> onnx.ModelProto:
+    return _guard(path, lambda: onnx.load(str(path), load_external_data=external), "not a readable ONNX model")  # type: ignore[no-any-return]
+
+
+def _guard(path: str | Path, fn: Any, what: str = "onnxruntime cannot run it on the spec's inputs (exported from another spec?)") -> Any:
+    """Run ``fn``; a file onnx/onnxruntime cannot read or run (corrupt, or exported from
+    another spec) becomes a one-line error naming the file (exit 1)."""
+    try:
+        return fn()
+    except Exception as e:
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        raise ExportError(f"{path}: {what}: {lines[0] if lines else type(e).__name__}") from e
+
+
 def _feed(tg: TypedGraph, inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
     return {name: t.numpy() for name, t in zip(tg.flat.spec.doc.inputs, inputs, strict=True)}
 
@@ -164,15 +182,15 @@ def verify_model(gm: fx.GraphModule, model_path: str | Path, seed: int = 0, late
     """Compare the ONNX file at ``model_path`` with ``gm`` (a graphc-built module)."""
     tg: TypedGraph = gm.graphc  # type: ignore[assignment]
     gm.eval()
-    model = onnx.load(str(model_path), load_external_data=False)
+    model = _load(model_path, external=False)
     ranges = {k: tuple(v) for k, v in (_read_meta(model, RANGES_KEY) or {}).items()}
     sizes = verification_sizes(tg, ranges)  # type: ignore[arg-type]
-    sess = _session(str(model_path))
+    sess = _guard(model_path, lambda: _session(str(model_path)), "onnxruntime cannot load it")
     worst: dict[str, OutputDiff] = {}
     failing: dict[str, int] | None = None
     for i, s in enumerate(sizes):
         inputs = _inputs(tg, seed + i, s)
-        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, _feed(tg, inputs)), strict=True))
+        got = _guard(model_path, lambda inputs=inputs: _run(sess, tg, inputs))
         for name, ref in _torch_outputs(gm, inputs).items():
             dtype = str(ref.dtype).removeprefix("torch.")
             atol, rtol = tolerance(tg, dtype)
@@ -200,7 +218,7 @@ def _inputs(tg: TypedGraph, seed: int, sizes: dict[str, int]) -> tuple[torch.Ten
 def localize(gm: fx.GraphModule, model_path: str | Path, inputs: tuple[torch.Tensor, ...]) -> tuple[str | None, str]:
     """The first spec node (topological order) whose ONNX value is out of tolerance."""
     tg: TypedGraph = gm.graphc  # type: ignore[assignment]
-    model = onnx.load(str(model_path))
+    model = _load(model_path, external=True)
     values: dict[str, str] = _read_meta(model, VALUES_KEY) or {}
     if not values:
         return None, "the model has no graphc.values metadata (not exported by graphc)"
@@ -211,7 +229,7 @@ def localize(gm: fx.GraphModule, model_path: str | Path, inputs: tuple[torch.Ten
             model.graph.output.append(infos.get(onnx_name) or onnx.helper.make_empty_tensor_value_info(onnx_name))
             have.add(onnx_name)
     sess = _session(model)
-    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, _feed(tg, inputs)), strict=True))
+    got = _run(sess, tg, inputs)
     ref = node_values(make_probe(gm), inputs)
     for node in tg.order:
         if node not in values or node not in ref:
