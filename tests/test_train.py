@@ -232,3 +232,32 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     assert r.code == 0, r.err
     assert read_csv(killed / "metrics.csv") == read_csv(full / "metrics.csv")
     assert (killed / "results.json").read_text() == (full / "results.json").read_text()
+
+
+def test_schedule_warmup_cosine_and_plateau() -> None:
+    from graphc.train.optim import Schedule
+    from graphc.train.recipe import ScheduleCfg
+
+    s = Schedule(ScheduleCfg(type="cosine", warmup=10, min_lr=0.1), base_lr=1.0, total_steps=110)
+    assert s.factor(0) == pytest.approx(0.1) and s.factor(9) == pytest.approx(1.0)
+    assert s.factor(60) == pytest.approx(0.55) and s.factor(110) == pytest.approx(0.1)
+    p = Schedule(ScheduleCfg(type="plateau", patience=1, gamma=0.5), base_lr=1.0, total_steps=10)
+    for loss in (1.0, 1.0, 1.0):
+        p.observe(loss)
+    assert p.factor(5) == 0.5
+
+
+def test_metrics_accumulate_exactly() -> None:
+    from graphc.train.objectives import MetricState
+    from graphc.train.recipe import MetricCfg
+
+    cfgs = [MetricCfg(type=t, output="y", target="t") for t in ("accuracy", "f1", "perplexity")]
+    ms = MetricState(cfgs)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.0, 0.0]])
+    target = torch.tensor([0, 1, 1, 0])
+    ms.update({"y": logits[:2]}, {"t": target[:2]})
+    ms.update({"y": logits[2:]}, {"t": target[2:]})
+    v = ms.values()
+    assert v["accuracy"] == 0.75
+    assert v["f1"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert v["perplexity"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, target).exp()))
