@@ -132,10 +132,12 @@ def diff(onnx_value: np.ndarray, torch_value: torch.Tensor, atol: float, rtol: f
     return float(np.nanmax(err)), float(np.nanmax(rel)), ok
 
 
-def _session(model: onnx.ModelProto | str) -> Any:
+def _session(model: onnx.ModelProto | str, threads: int | None = None) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     data = model if isinstance(model, str) else model.SerializeToString()
@@ -178,8 +180,12 @@ def _read_meta(model: onnx.ModelProto, key: str) -> Any:
     return None
 
 
-def verify_model(gm: fx.GraphModule, model_path: str | Path, seed: int = 0, latency: bool = True) -> VerifyResult:
-    """Compare the ONNX file at ``model_path`` with ``gm`` (a graphc-built module)."""
+def verify_model(gm: fx.GraphModule, model_path: str | Path, seed: int = 0, latency: bool = True,
+                 threads: int | None = None) -> VerifyResult:
+    """Compare the ONNX file at ``model_path`` with ``gm`` (a graphc-built module).
+
+    Latency is timed with ``threads`` intra-op threads in both engines (default: torch's).
+    """
     tg: TypedGraph = gm.graphc  # type: ignore[assignment]
     gm.eval()
     model = _load(model_path, external=False)
@@ -205,7 +211,7 @@ def verify_model(gm: fx.GraphModule, model_path: str | Path, seed: int = 0, late
     if not passed and failing is not None:
         result.first_divergent, result.detail = localize(gm, model_path, _inputs(tg, seed + sizes.index(failing), failing))
     if latency:
-        result.latency = measure_latency(gm, sess, ranges)
+        result.latency = measure_latency(gm, model_path, threads or torch.get_num_threads())
     return result
 
 
@@ -259,22 +265,29 @@ def _timeit(fn: Any, budget_s: float = 0.3, cap_s: float = 3.0, max_runs: int = 
     return float(np.median(times) * 1000)
 
 
-def measure_latency(gm: fx.GraphModule, sess: Any, ranges: dict[str, tuple[int, int]]) -> dict[str, float]:
+def measure_latency(gm: fx.GraphModule, model_path: str | Path, threads: int) -> dict[str, float]:
     """onnxruntime and torch eager latency at batch 1 and the example batch, and their ratio.
 
-    The batch dim is the first axis of the first input when it is symbolic.
+    Both engines get the same number of intra-op threads, so the ratio compares engines, not
+    thread pools.  The batch dim is the first axis of the first input when it is symbolic.
     """
     tg: TypedGraph = gm.graphc  # type: ignore[assignment]
     first = next(iter(tg.flat.spec.doc.inputs.values()))
     batch = first.shape[0] if first.shape and isinstance(first.shape[0], str) else None
-    out: dict[str, float] = {}
-    for key, sizes in (("batch1", {batch: 1} if batch else {}), ("example", {})):
-        inputs = _inputs(tg, 0, {k: v for k, v in sizes.items() if k})
-        feed = _feed(tg, inputs)
-        ort_ms = _timeit(lambda feed=feed: sess.run(None, feed))
-        with torch.no_grad():
-            torch_ms = _timeit(lambda inputs=inputs: gm(*inputs))
-        out.update({f"{key}_ort_ms": ort_ms, f"{key}_torch_ms": torch_ms, f"{key}_ratio": ort_ms / torch_ms})
+    sess = _session(str(model_path), threads)
+    out: dict[str, float] = {"threads": threads}
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for key, sizes in (("batch1", {batch: 1} if batch else {}), ("example", {})):
+            inputs = _inputs(tg, 0, {k: v for k, v in sizes.items() if k})
+            feed = _feed(tg, inputs)
+            ort_ms = _timeit(lambda feed=feed: sess.run(None, feed))
+            with torch.no_grad():
+                torch_ms = _timeit(lambda inputs=inputs: gm(*inputs))
+            out.update({f"{key}_ort_ms": ort_ms, f"{key}_torch_ms": torch_ms, f"{key}_ratio": ort_ms / torch_ms})
+    finally:
+        torch.set_num_threads(before)
     return out
 
 

@@ -1,6 +1,7 @@
 """ONNX export section: onnxruntime / torch eager latency and export time vs depth.
 
-Rows: the latency ratio (onnxruntime median ms / torch eager median ms, same inputs, CPU) at
+Rows: the latency ratio (onnxruntime median ms / torch eager median ms, same inputs, CPU, one
+intra-op thread each so a busy shared machine does not distort it) at
 batch 1 and at the spec's example batch for an MLP, a CNN and GPT-mini, and the time of
 ``graphc.export_onnx`` (torch.export + ONNX conversion + checker, no verification) for
 GPT-mini at two depths.
@@ -20,14 +21,16 @@ DEPTHS = (2, 8)
 
 def _latency_rows(tmp: Path) -> list[tuple[str, str, str]]:
     import graphc
+    from graphc.export.verify import measure_latency
 
     rows = []
     for name, overrides in LATENCY:
         spec = ROOT / "specs" / f"{name}.yaml"
         if not spec.exists():
             continue
-        res = graphc.export_onnx(spec, tmp / f"{name}.onnx", overrides)
-        lat = res.verify.latency
+        path = tmp / f"{name}.onnx"
+        graphc.export_onnx(spec, path, overrides, verify=False)
+        lat = measure_latency(graphc.build(graphc.check(spec, overrides), seed=0).eval(), path, threads=1)
         for key in ("batch1", "example"):
             note = f"ort {lat[f'{key}_ort_ms']:.3f} ms / torch {lat[f'{key}_torch_ms']:.3f} ms"
             rows.append((f"{name}: onnxruntime/torch eager latency, {key}", f"{lat[f'{key}_ratio']:.2f}x", note))
