@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+NO_FILE = "<graphc>"  # errors that belong to no file print as "graphc: error: ..."
+
+
 @dataclass(frozen=True, order=True)
 class Pos:
     """A position in a source file (1-based line and column)."""
@@ -33,6 +36,8 @@ class Diagnostic:
     severity: str = "error"
 
     def __str__(self) -> str:
+        if self.pos.file == NO_FILE:
+            return f"graphc: {self.severity}: {self.message}"
         return f"{self.pos}: {self.severity}: {self.message}"
 
 
@@ -50,7 +55,7 @@ class GraphcError(Exception):
         super().__init__(message)
         self.message = message
         self.pos = pos
-        self.diagnostics = [Diagnostic(pos or Pos("<graphc>"), message)]
+        self.diagnostics = [Diagnostic(pos or Pos(NO_FILE), message)]
 
     @classmethod
     def many(cls, diagnostics: list[Diagnostic]) -> GraphcError:
