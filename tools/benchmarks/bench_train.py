@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def _measure(mode: str, overrides: list[str]) -> tuple[float, float]:
     from graphc.train.loop import compiled_forward
 
     torch._dynamo.reset()
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="graphc-bench-")  # a true cold start: no cache hits
     torch.manual_seed(0)
     _, gm = _model(overrides)
     fwd = compiled_forward(gm, mode)  # type: ignore[arg-type]
