@@ -22,10 +22,12 @@ _LAZY = {  # imported on first use, so ``import graphc`` does not import onnx
 
 
 def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "train":  # the training package: graphc.train.train(spec, run_dir, ...)
+        return importlib.import_module("graphc.train")
     raise AttributeError(f"module 'graphc' has no attribute {name!r}")
 
 __all__ = [

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from graphc.graph.infer import TypedGraph, infer
 from graphc.errors import GraphcError, SpecError
+from graphc.graph.infer import TypedGraph, infer
 from graphc.spec.expand import expand_partial
 from graphc.spec.load import Spec, load_spec
 

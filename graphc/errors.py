@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 NO_FILE = "<graphc>"  # errors that belong to no file print as "graphc: error: ..."
 
 
