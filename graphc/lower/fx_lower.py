@@ -11,7 +11,9 @@ Repeated instances of a block share one generated class (:class:`BlockModule`), 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import gc
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import networkx as nx
@@ -40,7 +42,7 @@ class BlockModule(fx.GraphModule):
 
     def recompile(self) -> Any:
         cls = type(self)
-        code = self._graph.python_code(root_module="self")
+        code = self._graph.__dict__.pop("_graphc_code", None) or self._graph.python_code(root_module="self")
         if cls._graphc_src == code.src and "forward" in vars(cls):
             self._code = code.src
             self._lineno_map = code._lineno_map
@@ -49,9 +51,6 @@ class BlockModule(fx.GraphModule):
         result = super().recompile()
         cls._graphc_src = self._code
         return result
-
-    def __reduce__(self) -> Any:
-        return super().__reduce__()
 
 
 _BLOCK_CLASSES: dict[tuple[str, str], type[BlockModule]] = {}
@@ -222,8 +221,9 @@ class Lowering:
     def lower_scope(self, inst: Instance) -> BlockModule:
         sl = _ScopeLowering(self, inst.name)
         graph, root = sl.build(self.names_in(inst.name), inst.inputs, inst.outputs, single=len(inst.outputs) == 1)
-        src = graph.python_code(root_module="self").src
-        cls = _block_class(inst.block, src)
+        code = graph.python_code(root_module="self")
+        graph._graphc_code = code  # type: ignore[attr-defined]  # reused by recompile(): generate once
+        cls = _block_class(inst.block, code.src)
         return cls(root, graph, cls.__name__)
 
     def lower_top(self) -> fx.GraphModule:
@@ -240,13 +240,26 @@ class Lowering:
 def lower(tg: TypedGraph, seed: int | None = None) -> fx.GraphModule:
     """Lower ``tg`` to a GraphModule (parameters initialized deterministically from ``seed``)."""
     lw = Lowering(tg)
-    with torch.random.fork_rng(enabled=seed is not None):
+    with torch.random.fork_rng(enabled=seed is not None), _no_gc():
         if seed is not None:
             torch.manual_seed(seed)
         gm = lw.lower_top()
     _apply_ties_and_freeze(gm, tg)
     gm.graphc_records = lw.records  # type: ignore[assignment]
     return gm
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic GC while building: lowering allocates many long-lived objects, and
+    generational collections over a growing heap would make build time super-linear."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _apply_ties_and_freeze(gm: fx.GraphModule, tg: TypedGraph) -> None:
