@@ -5,8 +5,11 @@ Block instances are drawn as (nested) subgraphs and edges carry the inferred sha
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from graphc.graph.infer import TypedGraph
-from graphc.spec.expand import FlatNode
+from graphc.spec.expand import FlatNode, Instance
 
 
 def _id(name: str) -> str:
@@ -41,48 +44,61 @@ def _edges(tg: TypedGraph) -> list[tuple[str, str, str]]:
     return out
 
 
-def to_mermaid(tg: TypedGraph) -> str:
-    lines = ["flowchart TD"]
+@dataclass(frozen=True)
+class _Style:
+    """How one format writes a block instance's box and a node."""
+
+    open: Callable[[Instance], list[str]]
+    close: str
+    node: Callable[[str, FlatNode], str]
+
+
+def _body(tg: TypedGraph, style: _Style) -> list[str]:
+    """Nodes, nested in their block instances' subgraphs, two spaces per level."""
     kids = _children(tg)
+    lines: list[str] = []
 
     def emit(scope: str, indent: str) -> None:
         for m in kids.get(scope, []):
             if m.startswith("@"):
                 inst = tg.flat.instances[m[1:]]
-                lines.append(f'{indent}subgraph {_id(inst.name)}_g["{inst.name} ({inst.block})"]')
+                lines.extend(indent + line for line in style.open(inst))
                 emit(inst.name, indent + "  ")
-                lines.append(f"{indent}end")
+                lines.append(indent + style.close)
             else:
-                node = tg.flat.nodes[m]
-                shape = ("([", "])") if node.kind == "input" else ("[/", "/]") if node.kind == "port" else ("[", "]")
-                lines.append(f'{indent}{_id(m)}{shape[0]}"{_label(node)}"{shape[1]}')
+                lines.append(indent + style.node(m, tg.flat.nodes[m]))
 
     emit("", "  ")
+    return lines
+
+
+def _mermaid_node(name: str, node: FlatNode) -> str:
+    left, right = {"input": ("([", "])"), "port": ("[/", "/]")}.get(node.kind, ("[", "]"))
+    return f'{_id(name)}{left}"{_label(node)}"{right}'
+
+
+_MERMAID = _Style(lambda inst: [f'subgraph {_id(inst.name)}_g["{inst.name} ({inst.block})"]'], "end", _mermaid_node)
+_DOT = _Style(
+    lambda inst: [f'subgraph "cluster_{inst.name}" {{', f'  label="{inst.name} ({inst.block})"; style=rounded;'],
+    "}",
+    lambda name, node: f'"{name}" [label="{_label(node)}", shape={ {"input": "ellipse", "port": "point"}.get(node.kind, "box")}];',
+)
+
+
+def to_mermaid(tg: TypedGraph) -> str:
+    """A Mermaid flowchart: block instances as subgraphs, edges labelled with shapes."""
+    lines = ["flowchart TD", *_body(tg, _MERMAID)]
     for oname in tg.flat.outputs:
-        lines.append(f'  {_id("out:" + oname).replace(":", "_")}(["{oname}"])')
+        lines.append(f'  {_id("out_" + oname)}(["{oname}"])')
     for a, b, label in _edges(tg):
-        lines.append(f'  {_id(a)} -->|"{label}"| {_id(b).replace(":", "_")}')
+        lines.append(f'  {_id(a)} -->|"{label}"| {_id(b.replace(":", "_"))}')
     return "\n".join(lines) + "\n"
 
 
 def to_dot(tg: TypedGraph) -> str:
+    """Graphviz DOT: block instances as clusters, edges labelled with shapes."""
     lines = [f'digraph "{tg.flat.spec.name}" {{', "  rankdir=TB;", '  node [shape=box, fontname="Helvetica"];']
-    kids = _children(tg)
-
-    def emit(scope: str, indent: str) -> None:
-        for m in kids.get(scope, []):
-            if m.startswith("@"):
-                inst = tg.flat.instances[m[1:]]
-                lines.append(f'{indent}subgraph "cluster_{inst.name}" {{')
-                lines.append(f'{indent}  label="{inst.name} ({inst.block})"; style=rounded;')
-                emit(inst.name, indent + "  ")
-                lines.append(f"{indent}}}")
-            else:
-                node = tg.flat.nodes[m]
-                shape = "ellipse" if node.kind == "input" else "point" if node.kind == "port" else "box"
-                lines.append(f'{indent}"{m}" [label="{_label(node)}", shape={shape}];')
-
-    emit("", "  ")
+    lines += _body(tg, _DOT)
     for oname in tg.flat.outputs:
         lines.append(f'  "out:{oname}" [label="{oname}", shape=ellipse];')
     for a, b, label in _edges(tg):
