@@ -27,9 +27,6 @@ _SCHEMES: dict[str, Callable[[torch.Tensor, InitSpec], object]] = {
     "ones": lambda w, s: nn.init.ones_(w),
 }
 
-EMBEDDING_OPS = ("embedding", "position_embedding")
-
-
 def _resolve(spec: InitSpec | str | None) -> InitSpec | None:
     if spec is None:
         return None
@@ -37,14 +34,15 @@ def _resolve(spec: InitSpec | str | None) -> InitSpec | None:
 
 
 @torch.no_grad()
-def apply_init(module: nn.Module, node_init: InitSpec | str | None, global_init: InitSpec | None, op_name: str) -> None:
+def apply_init(module: nn.Module, node_init: InitSpec | str | None, global_init: InitSpec | None, table: bool) -> None:
     """Initialize ``module`` in place: the spec's global init, then the node's own on top.
 
-    A node init with ``only`` touches just the matching parameters (GPT-2 scales the
+    ``table`` says the module's weight is a lookup table (the op's ``lookup_table``), which
+    takes the global init's ``embedding`` scheme.  A node init with ``only`` touches just the matching parameters (GPT-2 scales the
     attention's output projection ``proj.weight`` but not its ``qkv``).
     """
     if global_init is not None:
-        scheme = global_init.embedding if op_name in EMBEDDING_OPS else global_init.weight
+        scheme = global_init.embedding if table else global_init.weight
         _apply(module, global_init, scheme, None)
     spec = _resolve(node_init)
     if spec is not None:

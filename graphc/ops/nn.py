@@ -334,6 +334,7 @@ class Embedding(OpArgs):
     """Lookup table: integer ids ``[...]`` -> vectors ``[..., dim]``."""
 
     family: ClassVar[str] = "nn"
+    lookup_table: ClassVar[bool] = True
     onnx: ClassVar[Onnx] = Onnx(("Gather",))
     examples: ClassVar[tuple[Example, ...]] = (Example({"num": 20, "dim": 8}, ("B,T:int64<20",)),)
     num: PositiveInt = Field(description="table size (vocabulary)")
@@ -359,6 +360,7 @@ class PositionEmbedding(OpArgs):
     """
 
     family: ClassVar[str] = "nn"
+    lookup_table: ClassVar[bool] = True
     onnx: ClassVar[Onnx] = Onnx(("Gather", "Slice"))
     examples: ClassVar[tuple[Example, ...]] = (
         Example({"max_len": 16, "dim": 8}, ("B,T:int64<20",)),

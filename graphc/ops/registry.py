@@ -68,6 +68,7 @@ class OpArgs(BaseModel):
     onnx: ClassVar[Onnx] = Onnx()
     examples: ClassVar[tuple[Example, ...]] = ()
     stateful: ClassVar[bool] = False
+    lookup_table: ClassVar[bool] = False  # its weight is a table of vectors: the global init's `embedding` scheme applies
 
     def output_names(self) -> list[str]:
         """Names of the op's outputs; the first is what a plain reference means."""
