@@ -23,7 +23,7 @@ from typing import Any
 from graphc.api import SpecLike, build, check
 from graphc.errors import ExportError
 from graphc.export.onnx_export import ExportResult, export_model
-from graphc.export.verify import VerifyResult, raise_if_failed, verify_model
+from graphc.export.verify import VerifyResult, check_provenance, raise_if_failed, verify_model
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
@@ -71,6 +71,7 @@ def verify_onnx(model: str | Path, spec: SpecLike, overrides: Overrides = None, 
     if not Path(model).is_file():
         raise ExportError(f"{model}: ONNX file not found")
     gm = _model(spec, overrides, weights, seed)
+    check_provenance(gm, model)
     result = verify_model(gm, model)
     if raise_on_failure:
         raise_if_failed(result, model)

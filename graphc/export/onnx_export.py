@@ -184,7 +184,7 @@ def metadata(tg: TypedGraph, ranges: dict[str, tuple[int, int]]) -> dict[str, st
         "graphc.version": graphc.__version__,
         "graphc.spec_name": spec.name,
         "graphc.spec_sha256": spec.sha256,
-        "graphc.overrides": json.dumps(list(spec.overrides) if spec.overrides else []),
+        "graphc.overrides": json.dumps({k: str(v) for k, v in spec.overrides.items()}),
         RANGES_KEY: json.dumps(ranges),
     }
 

@@ -173,6 +173,32 @@ def _torch_outputs(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> dict
     return dict(got) if isinstance(got, dict) else {next(iter(tg.flat.outputs)): got}
 
 
+def check_provenance(gm: fx.GraphModule, model_path: str | Path) -> None:
+    """Refuse to compare a file against a different spec or different ``--set`` values.
+
+    Without this, a mismatch shows up as a baffling numeric failure deep in the graph.
+    """
+    model = _load(model_path, external=False)
+    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
+    spec = tg.flat.spec
+    name: str | None = None
+    overrides: dict[str, str] | None = None
+    for p in model.metadata_props:
+        if p.key == "graphc.spec_name":
+            name = p.value
+        elif p.key == "graphc.overrides":
+            stored = json.loads(p.value)
+            overrides = stored if isinstance(stored, dict) else None  # older files stored only the keys
+    mine = {k: str(v) for k, v in spec.overrides.items()}
+    if name is not None and name != spec.name:
+        raise ExportError(f"{model_path}: exported from spec '{name}', not '{spec.name}'")
+    if overrides is not None and overrides != mine:
+        def shown(o: dict[str, str]) -> str:
+            return " ".join(f"--set {k}={v}" for k, v in sorted(o.items())) or "no --set"
+
+        raise ExportError(f"{model_path}: exported with {shown(overrides)}, but verified with {shown(mine)}; pass the same values")
+
+
 def _read_meta(model: onnx.ModelProto, key: str) -> Any:
     for p in model.metadata_props:
         if p.key == key:
