@@ -232,3 +232,46 @@ def test_docs_examples_check(text: str, tmp_path: Path) -> None:
     path.write_text(text)
     tg = graphc.check(str(path))
     assert tg.flat.warnings == [] and tg.output_types()
+
+
+# --- when: and repeat: 0 ----------------------------------------------------------------
+
+WHEN_SPEC = """
+graphc: 1
+name: when
+inputs: {x: {shape: [B, 8]}}
+blocks:
+  layer:
+    params: {d: int}
+    inputs: [h]
+    nodes:
+      proj: {op: linear, in: h, out: "${d}", when: "${index == 0}"}
+      fc: {op: linear, in: h, out: "${d}"}
+      act: {op: relu}
+      sum: {op: add, in: [act, "${'proj' if index == 0 else 'h'}"]}
+    outputs: [sum]
+nodes:
+  body: {block: layer, in: x, repeat: 3, d: 8}
+  skip: {block: layer, in: body, repeat: 0, d: 8}
+  tail: {op: relu, when: false}
+  out: {op: identity}
+outputs: {y: out}
+"""
+
+
+def test_when_leaves_nodes_out_and_repeat_zero_passes_inputs_through() -> None:
+    tg = graphc.check(WHEN_SPEC)
+    names = set(tg.flat.nodes)
+    assert "body.0.proj" in names and "body.1.proj" not in names and "body.2.proj" not in names
+    assert "tail" not in names
+    assert not any(n.startswith("skip.") for n in names), "repeat 0 makes no copy"
+    out = tg.flat.nodes["out"]
+    assert out.inputs == [Ref("body.2.sum", 0)], "reads the last enabled node, through the repeat-0 call"
+    gm = graphc.build(tg, seed=0)
+    assert not hasattr(gm.body._modules["1"], "proj")
+    assert gm(*graphc.example_inputs(tg)).shape[-1] == 8
+
+
+def test_reference_to_switched_off_node_is_an_error() -> None:
+    with pytest.raises(SpecError, match=r"'proj' is switched off by its `when` \(line \d+\)"):
+        graphc.check(WHEN_SPEC.replace("""[act, "${'proj' if index == 0 else 'h'}"]""", "[act, proj]"))

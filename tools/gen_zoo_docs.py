@@ -78,11 +78,14 @@ layers whose weights are the transpose of a `Linear` weight):
 
 `pad_mask` is True at padding positions, i.e. HF's `attention_mask == 0`.
 
-**torchvision** models match in structure and parameter count; names differ where graphc
-names nodes after what they do (`layer2.first.down_conv` for `layer2.0.downsample.0`,
-`encoder.{i}.self_attention.qkv` for `encoder.layers.encoder_layer_{i}.self_attention.in_proj_*`).
-Blocks cannot hold conditional nodes, so a stage is written as a projecting first block
-plus repeated identity blocks (`first`, `rest.{j}`) instead of torchvision's flat numbering.
+**torchvision** models match in structure and parameter count. The ResNets keep
+torchvision's numbering (`layer2.0.conv1.weight`, `layer3.1.bn2.running_mean`): a stage is
+one block repeated, whose copy 0 switches on its shortcut projection with `when:`; that
+projection is `layerN.0.down_conv` / `down_bn` where torchvision has `downsample.0` /
+`downsample.1` (graphc node names are identifiers, not indices). Elsewhere names describe
+what a node does (`encoder.{i}.self_attention.qkv` for torchvision's
+`encoder.layers.encoder_layer_{i}.self_attention.in_proj_*`, `s2.{i}.dw.conv` for
+`features.{k}.conv.1.0`).
 """
 
 

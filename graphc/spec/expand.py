@@ -25,7 +25,7 @@ from graphc.spec.model import BlockCall, BlockDef, BlockParam, NodeCommon, node_
 from graphc.spec.pydantic_errors import report_validation_error
 from graphc.spec.yaml_loader import YMap, locate
 
-RESERVED = {"block", "in", "repeat", "doc", "freeze"}
+RESERVED = {"block", "in", "repeat", "doc", "freeze", "when"}
 # Public attributes of torch.nn.Module / fx.GraphModule (and graphc's own): a node of that
 # name would shadow them, since every node becomes a module attribute.  Kept as data here so
 # that the front end stays torch-free.
@@ -111,6 +111,8 @@ class _Entry:
     call: BlockCall | None = None
     instances: list[Instance] = field(default_factory=list)
     state: Literal["new", "busy", "done"] = "new"
+    enabled: bool | None = None  # its `when`, evaluated on first need
+    passthrough: list[tuple[str, Ref]] | None = None  # `repeat: 0`: the block's outputs are its inputs
 
 
 class _Scope:
@@ -243,17 +245,40 @@ class Expander:
         for node, model, raw, path in scope.pending_ties:
             node.tie = self.ties(scope, model, raw, path)
 
-    @staticmethod
-    def previous(scope: _Scope, name: str) -> str | None:
+    def previous(self, scope: _Scope, name: str) -> str | None:
         """What a node without ``in`` reads: the node before it, or the scope's first input."""
         i = scope.order.index(name)
-        if i > 0:
-            return scope.order[i - 1]
+        while i > 0:
+            i -= 1
+            if self.enabled(scope, scope.order[i]):
+                return scope.order[i]
         return next((n for n, e in scope.entries.items() if e.kind in ("input", "port")), None)
+
+    def enabled(self, scope: _Scope, name: str) -> bool:
+        """A node's ``when`` (true when absent), evaluated in its scope once."""
+        entry = scope.entries[name]
+        if entry.enabled is None:
+            entry.enabled = True
+            if entry.raw is not None and "when" in entry.raw:
+                value = entry.raw["when"]
+                where = ".".join(map(str, (*scope.path, name, "when")))
+                try:
+                    value = substitute(value, scope.names) if has_expr(value) else value
+                    if not isinstance(value, bool):
+                        raise ExprError(f"expected true or false, got {value!r}")
+                except ExprError as e:
+                    self.errors.error(f"{where}{scope.label}: {e}", locate(entry.raw, ("when",)))
+                    entry.state = "done"  # not expanded: no follow-on errors about this node
+                    return True
+                entry.enabled = value
+        return entry.enabled
 
     def expand_entry(self, scope: _Scope, name: str, entry: _Entry) -> None:
         """Expand one node or block call (references expand what they name first, on demand)."""
         if entry.state != "new":
+            return
+        if not self.enabled(scope, name) or entry.state != "new":
+            entry.state = "done"
             return
         entry.state = "busy"
         self.active.append((scope, name))
@@ -440,12 +465,15 @@ class Expander:
             self.report_cycle(scope, name)
             return None
         self.expand_entry(scope, name, entry)
+        if entry.enabled is False:
+            line = locate(entry.raw, ("when",)).line if entry.raw is not None else pos.line
+            self.errors.error(f"{where}{scope.label}: '{name}' is switched off by its `when` (line {line})", pos)
+            return None
         if entry.kind == "block":
-            if not entry.instances:
+            outs = entry.passthrough if entry.passthrough is not None else entry.instances[-1].outputs if entry.instances else None
+            if outs is None:
                 return None  # the block call itself failed and was reported
-            inst = entry.instances[-1]
-            names = [n for n, _ in inst.outputs]
-            return self.pick_output(name, output, names, [r for _, r in inst.outputs], pos, where, scope)
+            return self.pick_output(name, output, [n for n, _ in outs], [r for _, r in outs], pos, where, scope)
         node = self.nodes.get(entry.flat)
         if node is None:
             return None
@@ -507,6 +535,9 @@ class Expander:
         if inputs is None:
             return
         reps = call.repeat
+        if reps == 0:
+            self.pass_through(entry, call, bdef, inputs, raw, where, scope)
+            return
         block_raw = self.spec.blocks[call.block]
         self.block_stack.append(call.block)
         try:
@@ -526,6 +557,18 @@ class Expander:
                 inputs = [r for _, r in inst.outputs]
         finally:
             self.block_stack.pop()
+
+    def pass_through(self, entry: _Entry, call: BlockCall, bdef: BlockDef, inputs: list[Ref], raw: YMap, where: str, scope: _Scope) -> None:
+        """``repeat: 0``: no copy of the block; its outputs are its inputs (counts must match)."""
+        names = list(bdef.outputs) if isinstance(bdef.outputs, dict) else [o.split(".")[0] for o in bdef.outputs]
+        if len(names) != len(inputs):
+            self.errors.error(
+                f"{where}.repeat{scope.label}: with repeat 0 the block's outputs are its inputs, but block '{call.block}'"
+                f" has {len(inputs)} input(s) and {len(names)} output(s)",
+                locate(raw, ("repeat",)),
+            )
+            return
+        entry.passthrough = list(zip(names, inputs, strict=True))
 
     def block_params(self, call: BlockCall, bdef: BlockDef, raw: YMap, where: str, scope: _Scope) -> dict[str, Any] | None:
         given = dict(call.model_extra or {})
@@ -614,7 +657,11 @@ class Expander:
                     e.raw = _with_freeze(e.raw)
         self.expand_scope(inner)
         outs = bdef.outputs
-        pairs = list(outs.items()) if isinstance(outs, dict) else [(o.split(".")[0], o) for o in outs]
+        try:  # outputs may be computed: ["${'sum' if index > 0 else 'proj'}"]
+            subst = self.substitute(inner, outs if isinstance(outs, dict) else list(outs), ("blocks", call.block, "outputs"))
+        except ExprError:
+            return None
+        pairs = list(subst.items()) if isinstance(subst, dict) else [(str(o).split(".")[0], o) for o in subst]
         for i, (oname, oref) in enumerate(pairs):
             opos = locate(block_raw, ("outputs", oname if isinstance(outs, dict) else i))
             r = self.resolve(inner, oref, opos, f"blocks.{call.block}.outputs")

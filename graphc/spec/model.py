@@ -69,6 +69,7 @@ class NodeCommon(_Strict):
         None, description="share parameters: 'other_node' (same names) or {param: 'other_node.param'}"
     )
     freeze: bool = Field(False, description="parameters are not trained")
+    when: bool = Field(True, description="false (e.g. ${index == 0}) leaves the node out; references to it are errors")
 
 
 class BlockCall(_Strict):
@@ -78,9 +79,10 @@ class BlockCall(_Strict):
 
     block: str
     in_: Refs | None = Field(None, alias="in")
-    repeat: int | None = Field(None, ge=1, description="unroll N copies named name.0 ... name.N-1, chained")
+    repeat: int | None = Field(None, ge=0, description="unroll N copies named name.0 ... name.N-1, chained; 0 passes the inputs through")
     doc: str | None = None
     freeze: bool = False
+    when: bool = Field(True, description="false leaves the whole block call out")
 
 
 class BlockParam(_Strict):
