@@ -59,9 +59,7 @@ def input_types(flat: FlatSpec) -> tuple[dict[str, TensorType], dict[str, int]]:
             if isinstance(d, int):
                 dims.append(d)
                 continue
-            parsed = parse_dim(d)
-            assert parsed is not None, "checked by the expansion"
-            k, sym = parsed
+            k, sym = parse_dim(d) or (1, d)  # malformed dims were reported by the expansion
             dims.append(k * Sym.var(sym))
             example.setdefault(sym, inp.example.get(sym, 2))
         for d, v in inp.example.items():
