@@ -29,7 +29,7 @@ SpecLike = Spec | str | Path | Mapping[str, Any]
 
 def _spec(spec: SpecLike, overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Spec:
     if isinstance(spec, Spec):
-        return load_spec(spec.raw if spec.file == "<dict>" else spec.file, overrides) if overrides else spec
+        return spec.with_overrides(overrides)
     return load_spec(spec, overrides)
 
 

@@ -275,3 +275,11 @@ def test_when_leaves_nodes_out_and_repeat_zero_passes_inputs_through() -> None:
 def test_reference_to_switched_off_node_is_an_error() -> None:
     with pytest.raises(SpecError, match=r"'proj' is switched off by its `when` \(line \d+\)"):
         graphc.check(WHEN_SPEC.replace("""[act, "${'proj' if index == 0 else 'h'}"]""", "[act, proj]"))
+
+
+def test_overrides_on_a_loaded_spec_stack_on_its_own() -> None:
+    """check(spec, overrides) re-loads a Spec from its source (text here) with both sets."""
+    spec = graphc.load_spec((ROOT / "specs" / "mlp.yaml").read_text(), {"hidden": 7})
+    tg = graphc.check(spec, ["classes=4"])
+    assert tg.params["fc1"]["weight"] == (7, 10)
+    assert str(tg.output_types()["logits"]) == "[B, 4]"

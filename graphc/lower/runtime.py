@@ -68,14 +68,6 @@ class Parameter(nn.Module):
         return self.weight
 
 
-def reshape_like(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """``x.reshape(sizes)``; kept as a named helper so generated code reads clearly."""
-    return x.reshape(sizes)
-
-
-_ = F  # F is part of model.py's namespace for ops that call it
-
-
 # --- attention & sequence ops (graphc/ops/attention.py) -----------------------------------
 
 

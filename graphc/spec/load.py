@@ -34,6 +34,13 @@ class Spec:
     blocks: dict[str, YMap]  # block name -> raw definition (from this file or includes)
     sha256: str
     overrides: dict[str, str] = field(default_factory=dict)
+    source: Any = None  # what load_spec was given (path, text or dict), to re-load with more overrides
+
+    def with_overrides(self, overrides: Mapping[str, Any] | Sequence[str] | None) -> Spec:
+        """This spec loaded again from its source with ``overrides`` on top of its own."""
+        if not overrides:
+            return self
+        return load_spec(self.source, {**self.overrides, **_normalize_overrides(overrides)})
 
     @property
     def name(self) -> str:
@@ -68,7 +75,7 @@ def load_spec(
         doc = SpecDoc.model_validate(top)
     except ValidationError as e:
         raise SpecError.many(report_validation_error(e, raw, (), model=SpecDoc)) from None
-    return Spec(doc, raw, file, params, blocks, hashlib.sha256(data).hexdigest(), over)
+    return Spec(doc, raw, file, params, blocks, hashlib.sha256(data).hexdigest(), over, source)
 
 
 def _check_version(raw: YMap) -> None:

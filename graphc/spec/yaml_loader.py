@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from graphc.errors import Collector, Pos, SpecError
+from graphc.errors import Pos, SpecError
 
 MAX_DEPTH = 64
 MAX_ALIAS_NODES = 100_000
@@ -350,7 +350,3 @@ def load_yaml(source: str | bytes, file: str = "<spec>") -> YMap:
         kind = "a list" if isinstance(root, list) else f"a {type(root).__name__}"
         raise SpecError(f"a spec must be a mapping, not {kind}", getattr(root, "pos", Pos(file)))
     return root
-
-
-def check_only_errors(c: Collector) -> None:  # pragma: no cover - re-export convenience
-    c.raise_if_any()
