@@ -40,28 +40,29 @@ def print_diagnostics(diags: Sequence[Diagnostic], stream: Any = None) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     import graphc
-    from graphc.summarize import human, summarize
+    from graphc.summarize import human, total_params
 
     tg = graphc.check(args.spec, args.overrides)
     warnings = tg.flat.warnings
-    s = summarize(tg)
+    nodes, params = len(tg.flat.op_nodes()), total_params(tg)
+    outputs = {k: str(v) for k, v in tg.output_types().items()}
     if args.json:
         out = {
             "ok": True,
             "spec": args.spec,
-            "name": s.name,
-            "nodes": len(s.nodes),
-            "total_params": s.total_params,
-            "inputs": s.inputs,
-            "outputs": s.outputs,
+            "name": tg.flat.spec.name,
+            "nodes": nodes,
+            "total_params": params,
+            "inputs": {k: str(v) for k, v in tg.spec_input_types().items()},
+            "outputs": outputs,
             "errors": [],
             "warnings": [str(w) for w in warnings],
         }
         print(json.dumps(out, indent=2))
         return 0
     print_diagnostics(warnings)
-    outs = ", ".join(f"{k} {v}" for k, v in s.outputs.items())
-    print(f"{args.spec}: ok: {len(s.nodes)} nodes, {human(s.total_params)} params, outputs {outs}")
+    outs = ", ".join(f"{k} {v}" for k, v in outputs.items())
+    print(f"{args.spec}: ok: {nodes} nodes, {human(params)} params, outputs {outs}")
     return 0
 
 

@@ -13,7 +13,6 @@ from typing import Any
 from graphc.graph.infer import TypedGraph
 from graphc.ops.common import prod
 from graphc.shapes import DTYPE_BYTES
-from graphc.spec.expand import Ref
 
 
 @dataclass
@@ -63,18 +62,32 @@ class Summary:
         return list(rows.values())
 
 
+def _tied(tg: TypedGraph) -> set[tuple[str, str]]:
+    return {(n, p) for n, ties in tg.ties.items() for p in ties}
+
+
+def own_params(tg: TypedGraph, name: str, tied: set[tuple[str, str]]) -> int:
+    """Parameters node ``name`` owns (a tied parameter is counted at its owner only)."""
+    return sum(prod(s) for p, s in tg.params.get(name, {}).items() if (name, p) not in tied)
+
+
+def total_params(tg: TypedGraph) -> int:
+    """All parameters, tied ones once: what ``check`` reports, without the FLOP work."""
+    tied = _tied(tg)
+    return sum(own_params(tg, n.name, tied) for n in tg.flat.op_nodes())
+
+
 def summarize(tg: TypedGraph) -> Summary:
     """Summarize a checked graph (no torch)."""
     sizes = tg.example
-    tied = {(n, p) for n, ties in tg.ties.items() for p in ties}
+    tied = _tied(tg)
     rows: list[NodeSummary] = []
     total = trainable = buffers = flops = act_bytes = 0
     for name in tg.order:
         node = tg.flat.nodes[name]
         if node.kind != "op":
             continue
-        params = tg.params.get(name, {})
-        count = sum(prod(s) for p, s in params.items() if (name, p) not in tied)
+        count = own_params(tg, name, tied)
         ins = [t.concrete(sizes) for t in tg.in_types(node) if t is not None]
         outs_t = tg.out_types(node)
         outs = [t.concrete(sizes) for t in outs_t]
@@ -101,7 +114,7 @@ def summarize(tg: TypedGraph) -> Summary:
         buffers,
         flops,
         dict(sizes),
-        {n: str(tg.types[Ref(n, 0)]) for n in tg.flat.spec.doc.inputs},
+        {k: str(v) for k, v in tg.spec_input_types().items()},
         {n: str(t) for n, t in tg.output_types().items()},
         memory,
     )

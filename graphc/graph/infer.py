@@ -40,6 +40,9 @@ class TypedGraph:
     def out_types(self, node: FlatNode) -> list[TensorType]:
         return [self.types[Ref(node.name, i)] for i in range(len(node.outputs))]
 
+    def spec_input_types(self) -> dict[str, TensorType]:
+        return {name: self.types[Ref(name, 0)] for name in self.flat.spec.doc.inputs}
+
     def output_types(self) -> dict[str, TensorType]:
         return {name: self.types[ref] for name, ref in self.flat.outputs.items()}
 
