@@ -110,8 +110,9 @@ def _ctor_name(ctor: Any, node: str) -> str:
     module = getattr(ctor, "__module__", "")
     if module == RUNTIME_MODULE:
         return str(ctor.__qualname__)
-    if getattr(nn, getattr(ctor, "__name__", ""), None) is ctor:
-        return f"nn.{ctor.__name__}"  # how people write it (model.py has `from torch import nn`)
+    name = str(getattr(ctor, "__name__", ""))
+    if name and getattr(nn, name, None) is ctor:
+        return f"nn.{name}"  # how people write it (model.py has `from torch import nn`)
     if module.startswith("torch"):
         return _torch_path(ctor)
     raise ExportError(f"model.py: node '{node}' uses layer {module}.{ctor.__qualname__}, which is not part of torch or graphc's runtime")
