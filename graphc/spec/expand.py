@@ -124,6 +124,7 @@ class _Scope:
         self.label = label  # " (in body.1)" for messages
         self.entries: dict[str, _Entry] = {}
         self.order: list[str] = []
+        self.position: dict[str, int] = {}  # name -> index in order
         self.pending_ties: list[tuple[FlatNode, Any, YMap, tuple[str | int, ...]]] = []
 
 
@@ -234,6 +235,7 @@ class Expander:
                 continue
             kind: Literal["op", "block"] = "block" if "block" in raw else "op"
             scope.entries[name] = _Entry(kind, flat=self.flat_name(scope, name), raw=raw)
+            scope.position[name] = len(scope.order)
             scope.order.append(name)
 
     def flat_name(self, scope: _Scope, name: str) -> str:
@@ -247,7 +249,7 @@ class Expander:
 
     def previous(self, scope: _Scope, name: str) -> str | None:
         """What a node without ``in`` reads: the node before it, or the scope's first input."""
-        i = scope.order.index(name)
+        i = scope.position[name]
         while i > 0:
             i -= 1
             if self.enabled(scope, scope.order[i]):

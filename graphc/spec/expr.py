@@ -11,6 +11,7 @@ subscripting, and results are bounded so a spec cannot make the compiler hang.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import operator
 import re
@@ -203,11 +204,16 @@ def evaluate(source: str, names: Mapping[str, Any]) -> Any:
         raise ExprError("empty expression")
     if len(source) > MAX_EXPR_LEN:
         raise ExprError("expression is too long")
+    return _Evaluator(names).eval(_parse(source))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(source: str) -> ast.Expression:
+    """Parsed once per distinct text: a repeated block re-evaluates the same expressions."""
     try:
-        tree = ast.parse(source, mode="eval")
+        return ast.parse(source, mode="eval")
     except SyntaxError as e:
         raise ExprError(f"invalid expression '{source}': {e.msg}") from None
-    return _Evaluator(names).eval(tree)
 
 
 def has_expr(value: Any) -> bool:
