@@ -66,7 +66,7 @@ def _step_fn(model: nn.Module, inputs: tuple[torch.Tensor, ...], target: torch.T
     return step
 
 
-def _ratio(a: Callable[[], None], b: Callable[[], None], rounds: int = 7, steps: int = 10) -> tuple[float, float, float]:
+def _ratio(a: Callable[[], None], b: Callable[[], None], rounds: int = 15, steps: int = 10) -> tuple[float, float, float]:
     """Median over rounds of time(a)/time(b), plus the median step times."""
     for _ in range(3):
         a(), b()
