@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -161,7 +162,12 @@ def _version() -> str:
 
 
 def _load_plugins(modules: Sequence[str]) -> None:
-    """Import the op modules the user named explicitly (specs never import code)."""
+    """Import the op modules the user named explicitly (specs never import code).
+
+    The working directory is searched too, so ``graphc --plugin my_ops`` finds ./my_ops.py.
+    """
+    if modules and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for name in modules:
         try:
             importlib.import_module(name)
