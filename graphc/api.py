@@ -87,8 +87,9 @@ def example_inputs(
     sizes = {**tg.example, **dims}
     gen = torch.Generator().manual_seed(seed)
     out = []
+    types = tg.spec_input_types()
     for name, inp in tg.flat.spec.doc.inputs.items():
-        shape = tg.types[_ref(name)].concrete(sizes)
+        shape = types[name].concrete(sizes)
         dtype = getattr(torch, inp.dtype)
         lo, hi = inp.range if inp.range is not None else _default_range(name, inp.dtype, tg)
         if dtype.is_floating_point:
@@ -99,12 +100,6 @@ def example_inputs(
             t = torch.randint(int(lo), int(hi), shape, generator=gen)
         out.append(t.to(dtype=dtype, device=device))
     return tuple(out)
-
-
-def _ref(name: str) -> Any:
-    from graphc.spec.expand import Ref
-
-    return Ref(name, 0)
 
 
 def _default_range(name: str, dtype: str, tg: TypedGraph) -> tuple[float, float]:
