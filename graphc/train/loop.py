@@ -25,6 +25,7 @@ from graphc.graph.infer import TypedGraph
 from graphc.io import write_text
 from graphc.train import checkpoint as ckpt
 from graphc.train.data import Data, Split, load_data
+from graphc.train.lora import apply_lora, merged, remove
 from graphc.train.objectives import MetricState, total_loss
 from graphc.train.observe import Progress, TensorBoard, plot_curves, write_metrics_csv
 from graphc.train.optim import Schedule, make_optimizer
@@ -105,6 +106,7 @@ class Trainer:
             from graphc.export.weights import load_weights
 
             load_weights(self.gm, init)
+        self.adapters = apply_lora(self.gm, self.r.lora, lr) if self.r.lora else []
         self.mode = compile_mode(self.gm, self.r.compile)
         self.forward = compiled_forward(self.gm, self.mode)
         self.opt = make_optimizer(self.gm, tg, self.r.optimizer)
@@ -258,7 +260,8 @@ class Trainer:
         if better and math.isfinite(v):
             ckpt.assert_finite(self.gm, self.step)
             self.best_value, self.best_step = v, self.step
-            save_weights(self.gm, self.run_dir / "best.safetensors", metadata={"graphc.step": str(self.step)})
+            with merged(self.adapters):  # plain weights under the spec's names
+                save_weights(self.gm, self.run_dir / "best.safetensors", metadata={"graphc.step": str(self.step)})
 
     def _early_stop(self, row: dict[str, float]) -> bool:
         es = self.r.early_stopping
@@ -311,6 +314,7 @@ class Trainer:
 
         best_file = self.run_dir / "best.safetensors"
         if best_file.exists():
+            remove(self.adapters)  # the best weights are merged ones
             load_weights(self.gm, best_file)
         test = self.evaluate(self.data.test, "test") if len(self.data.test) else {}
         best = next((r for r in self.history if r["step"] == self.best_step), self.history[-1] if self.history else {})

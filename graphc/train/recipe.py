@@ -110,6 +110,17 @@ class CheckpointCfg(_Strict):
     every: PositiveInt = Field(1, description="write a checkpoint every N evaluations")
 
 
+class LoraCfg(_Strict):
+    """Fine-tune with low-rank adapters (LoRA): the model's weights are frozen, and each
+    targeted linear layer learns ``W + (alpha / rank) * B @ A`` with A, B of rank ``rank``."""
+
+    targets: list[str] = Field(min_length=1, description="glob patterns over linear layers' module paths, e.g. '*.attn.qkv'")
+    rank: PositiveInt = 8
+    alpha: PositiveFloat = 16.0
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the adapter's input")
+    trainable: list[str] = Field([], description="glob patterns of parameters that stay trainable too (e.g. 'head.*')")
+
+
 class Recipe(_Strict):
     """The whole recipe; ``epochs`` or ``steps`` says how long to train."""
 
@@ -135,6 +146,7 @@ class Recipe(_Strict):
     max_bad_steps: PositiveInt = Field(10, description="non-finite losses skipped before the run stops")
     best_metric: str = Field("val_loss", description="metrics.csv column that decides best.safetensors")
     best_mode: Literal["min", "max"] = "min"
+    lora: LoraCfg | None = Field(None, description="fine-tune with LoRA adapters (merged into the saved weights)")
 
     @model_validator(mode="after")
     def _length(self) -> Recipe:
@@ -207,9 +219,7 @@ def load_recipe(spec: Spec, config: str | Path | None = None, overrides: dict[st
 
 
 def _apply(raw: dict[str, Any], overrides: dict[str, str]) -> None:
-    """Set ``a.b=value`` overrides (values parsed as YAML scalars) inside the recipe."""
-    from graphc.spec.yaml_loader import _plain_scalar
-
+    """Set ``a.b=value`` overrides (values parsed as YAML scalars or flow collections) inside the recipe."""
     for key, value in overrides.items():
         parts = key.split(".")
         node = raw
@@ -219,4 +229,17 @@ def _apply(raw: dict[str, Any], overrides: dict[str, str]) -> None:
                 child = {}
                 node[p] = child
             node = child
-        node[parts[-1]] = _plain_scalar(value)
+        node[parts[-1]] = _override_value(value) if isinstance(value, str) else value
+
+
+def _override_value(text: str) -> Any:
+    """``3e-4`` -> 0.0003; ``[fc1, fc2]`` / ``{rank: 4}`` -> a list / mapping (YAML flow style)."""
+    from graphc.errors import SpecError
+    from graphc.spec.yaml_loader import _plain_scalar, load_yaml
+
+    if text.strip().startswith(("[", "{")):
+        try:
+            return load_yaml(f"v: {text.strip()}", "<--set>")["v"]
+        except SpecError:
+            return text
+    return _plain_scalar(text)
