@@ -9,6 +9,7 @@ once (:class:`SpecErrors`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 NO_FILE = "<graphc>"  # errors that belong to no file print as "graphc: error: ..."
@@ -127,10 +128,10 @@ class Collector:
             raise kind.many(self.errors)
 
 
-def did_you_mean(name: str, choices: object) -> str:
+def did_you_mean(name: str, choices: Iterable[object]) -> str:
     """A ' (did you mean 'x'?)' suffix for the closest choice, or ''."""
     import difflib
 
-    names = [str(c) for c in choices]  # type: ignore[attr-defined]
+    names = [str(c) for c in choices]
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -153,14 +153,6 @@ def dim_value(d: Dim, values: Mapping[str, int]) -> int:
     return d.evaluate(values) if isinstance(d, Sym) else int(d)
 
 
-def dim_str(d: Dim) -> str:
-    return str(d)
-
-
-def is_static(d: Dim) -> bool:
-    return isinstance(d, int)
-
-
 def numel(shape: Sequence[Dim]) -> Dim:
     out: Dim = 1
     for d in shape:

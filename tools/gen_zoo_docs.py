@@ -100,14 +100,9 @@ def _summary(spec: Path) -> dict[str, object]:
     return json.loads(buf.getvalue())  # type: ignore[no-any-return]
 
 
-def _si(n: float) -> str:
-    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f}{suffix}"
-    return str(int(n))
-
-
 def render() -> str:
+    from graphc.summarize import human
+
     rows = []
     for name, (what, ref) in ZOO.items():
         s = _summary(ROOT / "specs" / f"{name}.yaml")
@@ -115,7 +110,7 @@ def render() -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in s["example"].items())  # type: ignore[attr-defined]
         example = f"{inputs} at {sizes}" if sizes else inputs
         rows.append(
-            f"| [{name}](../specs/{name}.yaml) | {what} | {s['total_params']:,} | {_si(float(s['flops']))} "  # type: ignore[arg-type]
+            f"| [{name}](../specs/{name}.yaml) | {what} | {s['total_params']:,} | {human(float(s['flops']))} "  # type: ignore[arg-type]
             f"| {example} | {ref} |"
         )
     return HEADER + "\n".join(rows) + "\n" + MAPPING

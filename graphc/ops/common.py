@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from graphc.ops.registry import OpError
-from graphc.shapes import Dim, TensorType, numel
+from graphc.shapes import Dim, TensorType
 
 
 def norm_dim(dim: int, rank: int, what: str = "dim") -> int:
@@ -47,10 +47,6 @@ def need_float(t: TensorType, what: str = "input") -> None:
 
 def tup(v: int | Sequence[int], n: int) -> tuple[int, ...]:
     return tuple(v) if isinstance(v, Sequence) else (v,) * n
-
-
-def size_of(shape: Sequence[Dim]) -> Dim:
-    return numel(shape)
 
 
 def promote(*types: TensorType) -> str:

@@ -643,8 +643,7 @@ class Expander:
         self.instances[inst_name] = inst
         if scope.prefix:
             self.instances[scope.prefix].nodes.append(inst_name)
-        inner = _Scope(inst_name, params, ("blocks", call.block, "nodes"), self.spec.raw if call.block in self.spec.raw.get("blocks", {}) else block_raw, f" (in {inst_name})")
-        inner.raw_root = _Rooted(block_raw, call.block)
+        inner = _Scope(inst_name, params, ("blocks", call.block, "nodes"), _Rooted(block_raw, call.block), f" (in {inst_name})")
         for i, (port, ref) in enumerate(zip(bdef.inputs, inputs, strict=True)):
             flat = f"{inst_name}.{port}"
             ppos = locate(block_raw, ("inputs", i))
