@@ -75,6 +75,11 @@ CASES: dict[str, Case] = {
     "string_many_expressions": Case({"spec.yaml": spec(params=WIDE)}, "GRAPHC_MAX_STRING"),
     "string_doubling_in_block": Case({"spec.yaml": spec(params=doubling(10), nodes='  body: {block: t, repeat: 3, t: "${s10}"}\n',
                                                         outputs="[body]", extra=BLOCK_T)}, "GRAPHC_MAX_STRING"),
+    "text_total_over_params": Case({"spec.yaml": spec(params=doubling(9)[:-1] + ", " + ", ".join(
+        f'c{i}: "x${{s9}}"' for i in range(3000)) + "}")}, "GRAPHC_MAX_TEXT"),
+    "text_total_over_block_copies": Case({"spec.yaml": spec(params=doubling(9), nodes='  body: {block: t, repeat: 500, t: "${s9}"}\n',
+                                                            outputs="[body]", extra=BLOCK_T.replace("${t + t + t}", "x${t}"))},
+                                         "GRAPHC_MAX_TEXT"),
     # --- YAML literals ---------------------------------------------------------------------
     "int_literal_5000_digits": Case({"spec.yaml": spec(params="{n: " + "9" * 5000 + "}")}, "spec.yaml:3:"),
     "hex_literal_5000_digits": Case({"spec.yaml": spec(params="{n: 0x" + "f" * 5000 + "}")}, "too large"),

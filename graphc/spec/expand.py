@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from graphc.errors import Collector, Diagnostic, Pos, SpecError, did_you_mean
 from graphc.ops.registry import REGISTRY, OpArgs
 from graphc.shapes import parse_dim
-from graphc.spec.expr import ExprError, has_expr, substitute
+from graphc.spec.expr import ExprError, TextBudgetError, has_expr, substitute, text_budget
 from graphc.spec.limits import MAX_NODES, MAX_REPEAT
 from graphc.spec.load import Spec
 from graphc.spec.model import BlockCall, BlockDef, BlockParam, NodeCommon, node_adapter
@@ -322,6 +322,9 @@ class Expander:
             except ExprError as e:
                 where = ".".join(map(str, path))
                 self.errors.error(f"{where}{scope.label}: {e}{self.scope_hint(scope, e)}", locate(scope.raw_root, path))
+                if isinstance(e, TextBudgetError):  # a size limit: stop, as for too many nodes
+                    self.nodes.clear()
+                    self.errors.raise_if_any()
                 raise
         return value
 
@@ -812,12 +815,14 @@ def _prune(flat: FlatSpec, broken: set[str]) -> None:
 
 def expand_partial(spec: Spec) -> tuple[FlatSpec, list[Diagnostic]]:
     """:func:`expand` that returns the intact part of a broken spec along with its errors."""
-    return Expander(spec).run_partial()
+    with text_budget():
+        return Expander(spec).run_partial()
 
 
 def expand(spec: Spec) -> FlatSpec:
     """Expand ``spec`` into flat nodes; raises SpecError with every problem found."""
-    return Expander(spec).run()
+    with text_budget():
+        return Expander(spec).run()
 
 
 __all__ = ["FlatNode", "FlatSpec", "Instance", "NodeCommon", "Ref", "SpecError", "expand"]

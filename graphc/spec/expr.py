@@ -14,15 +14,17 @@ bigger than that).
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from graphc.errors import did_you_mean
-from graphc.spec.limits import MAX_STRING
+from graphc.spec.limits import MAX_STRING, MAX_TEXT
 
 EXPR = re.compile(r"\$\{([^{}]*)\}")
 MAX_EXPR_LEN = 500
@@ -98,6 +100,39 @@ def _bounded(result: Any) -> Any:
     return result
 
 
+_TEXT_MADE: ContextVar[list[int] | None] = ContextVar("graphc_text_made", default=None)
+
+
+@contextlib.contextmanager
+def text_budget() -> Iterator[None]:
+    """Count the text that expressions make while loading (or expanding) one spec.
+
+    Each value is bounded by ``MAX_STRING``, but 3,000 params of ``"x${half_mib}"`` would
+    still make gigabytes; inside this context their total is bounded by ``MAX_TEXT``.
+    """
+    token = _TEXT_MADE.set([0])
+    try:
+        yield
+    finally:
+        _TEXT_MADE.reset(token)
+
+
+class TextBudgetError(ExprError):
+    """The spec's expressions made too much text: the caller stops evaluating (one error, not
+    one per remaining value)."""
+
+
+def _charge(n: int) -> None:
+    """Charge ``n`` characters about to be made to the active budget (none outside
+    :func:`text_budget`), refusing them before they are made."""
+    used = _TEXT_MADE.get()
+    if used is not None:
+        if used[0] + n > MAX_TEXT.value:
+            raise TextBudgetError(f"expressions would make {used[0] + n:,} characters of text: over the limit of"
+                                  f" {MAX_TEXT.value:,} {MAX_TEXT.what} (set {MAX_TEXT.env} to raise it)")
+        used[0] += n
+
+
 def _too_long(n: int) -> str:
     return (f"text of {n:,} characters is over the limit of {MAX_STRING.value:,} characters per text value"
             f" (set {MAX_STRING.env} to raise it)")
@@ -137,6 +172,9 @@ class _Evaluator:
         left, right = self.eval(node.left), self.eval(node.right)
         if isinstance(left, str) or isinstance(right, str):
             if isinstance(node.op, ast.Add) and isinstance(left, str) and isinstance(right, str):
+                if len(left) + len(right) > MAX_STRING.value:  # refused before it is made
+                    raise ExprError(_too_long(len(left) + len(right)))
+                _charge(len(left) + len(right))
                 return left + right
             raise ExprError("arithmetic on text is not allowed (only text + text)")
         if isinstance(node.op, ast.Pow) and abs(_num(right)) > MAX_EXPONENT:
@@ -268,6 +306,7 @@ def substitute(value: str, names: Mapping[str, Any]) -> Any:
         parts += [value[end:m.start()], piece]
         end = m.end()
     parts.append(value[end:])
+    _charge(size + len(value) - end)
     return "".join(parts)
 
 

@@ -52,7 +52,8 @@ class Limit:
 MAX_NODES = Limit("GRAPHC_MAX_NODES", 100_000, "nodes after expansion")
 MAX_REPEAT = Limit("GRAPHC_MAX_REPEAT", 10_000, "copies per block call")
 MAX_STRING = Limit("GRAPHC_MAX_STRING", 1 << 20, "characters per text value")
+MAX_TEXT = Limit("GRAPHC_MAX_TEXT", 64 << 20, "characters of text made by expressions per spec")
 MAX_FILE_BYTES = Limit("GRAPHC_MAX_FILE_BYTES", 16 << 20, "bytes per file")
 MAX_YAML_VALUES = Limit("GRAPHC_MAX_YAML_VALUES", 200_000, "YAML values per file")
 
-ALL = (MAX_NODES, MAX_REPEAT, MAX_STRING, MAX_FILE_BYTES, MAX_YAML_VALUES)
+ALL = (MAX_NODES, MAX_REPEAT, MAX_STRING, MAX_TEXT, MAX_FILE_BYTES, MAX_YAML_VALUES)

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from graphc.errors import Collector, Pos, SpecError, did_you_mean
-from graphc.spec.expr import ExprError, has_expr, substitute
+from graphc.spec.expr import ExprError, TextBudgetError, has_expr, substitute, text_budget
 from graphc.spec.limits import MAX_FILE_BYTES
 from graphc.spec.model import FORMAT_VERSION, SpecDoc
 from graphc.spec.pydantic_errors import report_validation_error
@@ -70,6 +70,11 @@ def load_spec(
     Returns:
         The :class:`Spec`.  Raises :class:`~graphc.errors.SpecError` with file positions.
     """
+    with text_budget():
+        return _load(source, overrides)
+
+
+def _load(source: str | FsPath | Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None) -> Spec:
     raw, file, data = _read(source)
     blocks = _collect_blocks(raw, file, stack=[])
     over = _normalize_overrides(overrides)
@@ -303,6 +308,8 @@ def resolve_params(raw: YMap, file: str) -> dict[str, Any]:
             failed.add(name)
             if e.name not in failed:
                 errors.error(f"params.{name}: {e}", pos)
+            if isinstance(e, TextBudgetError):
+                break  # every later text param would fail the same way
     errors.raise_if_any()
     return out
 
@@ -321,6 +328,8 @@ def _substitute_top(raw: YMap, params: Mapping[str, Any], file: str) -> dict[str
                 return substitute(value, params)
             except ExprError as e:
                 errors.error(f"{'.'.join(map(str, path))}: {e}", locate(raw, path))
+                if isinstance(e, TextBudgetError):
+                    errors.raise_if_any()  # one error, not one per remaining value
         return value
 
     top = {k: (v if k in ("blocks", "nodes", "params") else walk(v, (k,))) for k, v in raw.items()}
