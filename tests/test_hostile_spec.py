@@ -187,3 +187,12 @@ def test_a_one_line_flow_mapping_is_still_spec_text() -> None:
 
     s = load_spec("{graphc: 1, name: t, inputs: {x: {shape: [2]}}, nodes: {r: {op: relu}}, outputs: [r]}")
     assert s.file == "<text>" and s.name == "t"
+
+
+def test_a_param_spelled_with_compatibility_characters_is_found() -> None:
+    """Python's parser NFKC-normalises ``${𝐝}`` to ``d``; the lookup follows it to the param."""
+    from graphc.spec.expr import ExprError, evaluate
+
+    assert evaluate("𝐝 * 2", {"𝐝": 4}) == 8
+    with pytest.raises(ExprError, match="unknown param 'q'"):
+        evaluate("q", {"𝐝": 4})

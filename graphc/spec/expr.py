@@ -19,6 +19,7 @@ import functools
 import math
 import operator
 import re
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -162,7 +163,11 @@ class _Evaluator:
         if node.id in ("false", "False"):
             return False
         if node.id not in self.names:
-            raise ExprError(f"unknown param '{node.id}'{did_you_mean(node.id, self.names)}", node.id)
+            # Python's parser NFKC-normalises identifiers: `${𝐝}` arrives here as `d`
+            spelled = next((k for k in self.names if not k.isascii() and unicodedata.normalize("NFKC", k) == node.id), None)
+            if spelled is None:
+                raise ExprError(f"unknown param '{node.id}'{did_you_mean(node.id, self.names)}", node.id)
+            return self.names[spelled]
         return self.names[node.id]
 
     def _BinOp(self, node: ast.BinOp) -> Any:
