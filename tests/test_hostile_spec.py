@@ -102,6 +102,9 @@ CASES: dict[str, Case] = {
                                                          '    inputs: [x]\n    nodes:\n      inner: {block: b, repeat: "${n}"}\n'
                                                          "    outputs: [inner]\n")},
                                       "GRAPHC_MAX_NODES", env={"GRAPHC_MAX_NODES": "5000"}),
+    "flat_spec_over_node_limit": Case({"spec.yaml": spec(nodes="".join(f"  n{i}: {{op: relu}}\n" for i in range(60)),
+                                                         outputs="[n59]")}, "spec.yaml:6:1: error: nodes: the spec has 61 nodes",
+                                      env={"GRAPHC_MAX_NODES": "50"}),
     "huge_flow_list": Case({"spec.yaml": "graphc: 1\nname: big\nv: [" + "1," * (MAX_YAML_VALUES.default + 10) + "1]\n"},
                            "GRAPHC_MAX_YAML_VALUES"),
     "file_over_size_limit": Case({"spec.yaml": spec() + "#" * (MAX_FILE_BYTES.default + 1) + "\n"}, "GRAPHC_MAX_FILE_BYTES"),

@@ -160,6 +160,7 @@ class Expander:
         for name in spec.doc.inputs:
             top.entries[name] = _Entry("input", flat=name, state="done")
         self.fill_scope(top, spec.raw.get("nodes", {}), ("nodes",))
+        self.check_file_size(top)
         self.expand_scope(top)
         outputs, output_pos = self.resolve_outputs(top)
         self.errors.raise_if_any()
@@ -590,6 +591,13 @@ class Expander:
             self.nodes.clear()  # the partial check that follows must not walk a huge graph
             self.errors.raise_if_any()
         return True
+
+    def check_file_size(self, top: _Scope) -> None:
+        """The node limit holds for a spec that spells out every node too (no blocks)."""
+        total = len(self.nodes) + len(top.order)
+        if total > MAX_NODES.value:
+            self.errors.add(MAX_NODES.exceeded(f"nodes: the spec has {total:,} nodes", locate(self.spec.raw, ("nodes",), key=True)))
+            self.errors.raise_if_any()
 
     def block_size(self, name: str, seen: set[str]) -> int:
         """Nodes one copy of block ``name`` makes, counted from its text (ports included)."""
