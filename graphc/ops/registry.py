@@ -18,11 +18,14 @@ ops the same way, with :func:`op` (also exported as ``graphc.op``) or through th
 
 from __future__ import annotations
 
+import functools
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from graphc.shapes import Dim, TensorType
 
@@ -57,10 +60,40 @@ class Example:
     id: str = ""
 
 
+@functools.cache
+def _scalar_kind(model: type[BaseModel], field: str) -> str:
+    """``"bool"`` for a true/false field, ``"number"`` for an int/float one, else ``""``."""
+    info = model.model_fields.get(field)
+    ann = info.annotation if info is not None else None
+    members = set(get_args(ann)) if get_origin(ann) in (Union, types.UnionType) else {ann}
+    members.discard(type(None))
+    if members == {bool}:
+        return "bool"
+    if members and members <= {int, float}:
+        return "number"
+    return ""
+
+
+def strict_scalars(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """Refuse pydantic's lax bool coercions in both directions (a ``field_validator``).
+
+    pydantic reads ``"no"``, ``"off"``, ``"0"`` and ``1`` as booleans and ``true`` as the
+    number 1; in a spec those words stay text (docs/spec.md), so ``bias: no`` must be an
+    error.  Used by every op's arguments and the spec's own models, for user ops too.
+    """
+    kind = _scalar_kind(cls, info.field_name or "")
+    if kind == "bool" and not isinstance(value, bool):
+        raise PydanticCustomError("bool_type", "expected true or false")
+    if kind == "number" and isinstance(value, bool):
+        raise PydanticCustomError("number_type", "expected a number, not true or false")
+    return value
+
+
 class OpArgs(BaseModel):
     """Base of every op's argument model."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    _strict_scalars = field_validator("*", mode="before")(classmethod(strict_scalars))  # type: ignore[arg-type]
 
     op_name: ClassVar[str] = ""
     family: ClassVar[str] = "misc"
@@ -186,4 +219,4 @@ def load_entry_points() -> None:
             warnings.warn(f"graphc: op plugin '{ep.name}' ({ep.value}) failed to load: {e}", stacklevel=2)
 
 
-__all__ = ["REGISTRY", "Example", "Literal", "Onnx", "OpArgs", "OpDef", "OpError", "load_entry_points", "on_change", "op", "unregister"]
+__all__ = ["REGISTRY", "Example", "Literal", "Onnx", "OpArgs", "OpDef", "OpError", "load_entry_points", "on_change", "op", "strict_scalars", "unregister"]

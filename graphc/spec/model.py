@@ -19,9 +19,10 @@ from pydantic import (
     Tag,
     TypeAdapter,
     create_model,
+    field_validator,
 )
 
-from graphc.ops.registry import REGISTRY, OpArgs, on_change
+from graphc.ops.registry import REGISTRY, OpArgs, on_change, strict_scalars
 from graphc.shapes import DTYPES
 
 FORMAT_VERSION = 1
@@ -31,6 +32,7 @@ Refs = str | list[str] | dict[str, str]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    _strict_scalars = field_validator("*", mode="before")(classmethod(strict_scalars))  # type: ignore[arg-type]
 
 
 InitScheme = Literal[

@@ -54,7 +54,8 @@ def _fields_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str]
 
 
 def _value_repr(value: Any) -> str:
-    text = repr(value)
+    """The offending value as the spec spells it (``true``, not Python's ``True``)."""
+    text = "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
