@@ -14,7 +14,7 @@ import networkx as nx
 
 from graphc.errors import Collector, ShapeError, scope_label
 from graphc.graph.build import build_graph, topo_order
-from graphc.ops.registry import OpError
+from graphc.ops.registry import Facts, OpError
 from graphc.shapes import Dim, Sym, TensorType, parse_dim
 from graphc.spec.expand import FlatNode, FlatSpec, Ref
 
@@ -71,6 +71,12 @@ def input_types(flat: FlatSpec) -> tuple[dict[str, TensorType], dict[str, int]]:
     return types, example
 
 
+def value_ranges(flat: FlatSpec) -> dict[Ref, tuple[float, float]]:
+    """The declared ``[low, high)`` of each spec input that has a ``range`` (block ports
+    pass theirs on during :func:`infer`), for the ops' check-time proofs."""
+    return {Ref(name, 0): inp.range for name, inp in flat.spec.doc.inputs.items() if inp.range is not None}
+
+
 def infer(flat: FlatSpec) -> TypedGraph:
     """Build the DAG and infer every value's type; raises ShapeError with all mistakes."""
     g = build_graph(flat)
@@ -80,6 +86,7 @@ def infer(flat: FlatSpec) -> TypedGraph:
     errors = Collector()
     failed: set[str] = set()
     params: dict[str, dict[str, tuple[int, ...]]] = {}
+    ranges = value_ranges(flat)
     for name in order:
         node = flat.nodes[name]
         if any(r is not None and r.node in failed for r in node.inputs):
@@ -89,7 +96,10 @@ def infer(flat: FlatSpec) -> TypedGraph:
             outs = _infer_node(node, types, inputs)
             if node.kind == "op":
                 ins = [types[r] if r is not None else None for r in node.inputs]
+                node.args.check(Facts(example, tuple(ranges.get(r) if r is not None else None for r in node.inputs)), *ins)
                 params[name] = node.args.params(*ins)  # type: ignore[arg-type]
+            elif node.kind == "port" and node.inputs[0] in ranges:
+                ranges[Ref(name, 0)] = ranges[node.inputs[0]]  # type: ignore[index]
         except OpError as e:
             errors.error(f"{where(node)}: {e}", node.pos)
             failed.add(name)

@@ -19,7 +19,6 @@ from pydantic import (
     Tag,
     TypeAdapter,
     create_model,
-    field_validator,
 )
 
 from graphc.ops.registry import REGISTRY, OpArgs, on_change, strict_scalars
@@ -32,7 +31,11 @@ Refs = str | list[str] | dict[str, str]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    _strict_scalars = field_validator("*", mode="before")(classmethod(strict_scalars))  # type: ignore[arg-type]
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        strict_scalars(cls)  # `bias: no` is text, not false
 
 
 InitScheme = Literal[
