@@ -160,3 +160,12 @@ def test_legit_values_still_pass(tmp_path: Path, node: str) -> None:
     spec.write_text(_node(node))
     r = run_guarded("check", str(spec), cwd=tmp_path)
     assert r.code == 0, r.err
+
+
+def test_dead_node_in_copies_warns_once(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(_mlp("{op: linear, out: 8}", "4").replace("      act: {op: relu}\n", "      dead: {op: relu, in: x}\n").replace("[act]", "[fc]"))
+    r = run_guarded("check", str(spec), cwd=tmp_path)
+    assert r.code == 0, r.err
+    warnings = [ln for ln in r.err.splitlines() if ": warning: " in ln]
+    assert warnings == [f"{spec}:10:7: warning: node 'dead' (in body.0 .. body.3) does not contribute to any output"]
