@@ -3,7 +3,9 @@
 Every op's ``infer`` runs on symbolic :class:`~graphc.shapes.TensorType` s in topological
 order; an :class:`~graphc.ops.registry.OpError` becomes a :class:`ShapeError` at the node's
 YAML line.  Nodes downstream of a failed node are skipped (no cascade of follow-on errors),
-independent ones are still checked, so one run reports every shape mistake.
+independent ones are still checked, so one run reports every shape mistake.  After an op's
+``infer``, its ``check`` hook sees the example sizes and the inputs' declared value ranges
+(``Facts``), to prove what would otherwise fail only at compile or run time.
 """
 
 from __future__ import annotations

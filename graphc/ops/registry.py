@@ -104,8 +104,9 @@ def strict_scalars(model: type[BaseModel]) -> None:
     pydantic reads ``"no"``, ``"off"``, ``"0"`` and ``1`` as booleans and ``true`` as the
     number 1; in a spec those words stay text (docs/spec.md), so ``bias: no`` must be an
     error.  Bool and float fields become strict (no Python call per value); int fields get
-    a check for bools only (strict ints would refuse ``${d / 2}``'s ``32.0``).  Called for every subclass of the spec's models and of
-    :class:`OpArgs` (user ops too), once, when the class is created.
+    a check for bools only (strict ints would refuse ``${d / 2}``'s ``32.0``).  Called once
+    per class, when it is created, for the spec's models and every :class:`OpArgs` (user
+    ops too).
     """
     changed = False
     for f in model.model_fields.values():
