@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from graphc.errors import Collector, Diagnostic, Pos, SpecError, did_you_mean
+from graphc.errors import Collector, Diagnostic, Pos, SpecError, did_you_mean, scope_label
 from graphc.ops.registry import REGISTRY, OpArgs
 from graphc.shapes import parse_dim
 from graphc.spec.expr import ExprError, TextBudgetError, has_expr, substitute, text_budget
@@ -141,6 +141,7 @@ class Expander:
         self.block_stack: list[str] = []
         self.block_defs: dict[str, BlockDef | None] = {}
         self.broken: set[str] = set()  # op nodes that failed or read from a failed reference
+        self.failed: set[str] = set()  # op nodes whose own definition failed (reported once)
         self.unresolved = False
         self.active: list[tuple[_Scope, str]] = []  # entries being expanded, outermost first
         self.block_sizes: dict[str, int] = {}  # block -> nodes one copy makes (for the size limit)
@@ -275,7 +276,7 @@ class Expander:
                     if not isinstance(value, bool):
                         raise ExprError(f"expected true or false, got {value!r}")
                 except ExprError as e:
-                    self.errors.error(f"{where}{scope.label}: {e}", locate(entry.raw, ("when",)))
+                    self.errors.error(f"{where}{scope.label}: {e}{self.scope_hint(scope, e)}", locate(entry.raw, ("when",)))
                     entry.state = "done"  # not expanded: no follow-on errors about this node
                     return True
                 entry.enabled = value
@@ -293,6 +294,8 @@ class Expander:
         try:
             if entry.kind == "op":
                 self.expand_op(scope, name, entry, self.previous(scope, name))
+                if entry.flat not in self.nodes:
+                    self.failed.add(entry.flat)
             else:
                 self.expand_block_call(scope, name, entry, self.previous(scope, name))
         finally:
@@ -435,6 +438,8 @@ class Expander:
         out: dict[str, tuple[str, str]] = {}
         for param, target in items:
             found = self.tie_target(scope, target, whole=param == "*")
+            if found is None and self.failed_target(scope, target):
+                continue  # its own error was reported; a second line would only blame the tie
             if found is None:
                 head = target.split(".")[0]
                 hint = did_you_mean(head, [n for n, e in scope.entries.items() if e.kind in ("op", "block") and n != path[-1]])
@@ -442,6 +447,19 @@ class Expander:
                 continue
             out[param] = (found[0], found[1] or param)
         return out
+
+    def failed_target(self, scope: _Scope, target: str) -> bool:
+        """Whether ``target`` names a node (or block copy) whose own definition failed."""
+        head, _, rest = target.partition(".")
+        entry = scope.entries.get(head)
+        if entry is None or entry.enabled is False or entry.kind not in ("op", "block"):
+            return False
+        if entry.kind == "op":
+            return entry.flat not in self.nodes
+        if not entry.instances and entry.passthrough is None:
+            return True  # the block call itself failed
+        parts = rest.split(".") if rest else []
+        return any(".".join([entry.flat, *parts[:cut]]) in self.failed for cut in range(len(parts) + 1))
 
     def tie_target(self, scope: _Scope, target: str, whole: bool) -> tuple[str, str] | None:
         """``node``, ``node.param`` or ``instance.path.node[.param]`` -> (flat node, param)."""
@@ -702,7 +720,7 @@ class Expander:
         self.instances[inst_name] = inst
         if scope.prefix:
             self.instances[scope.prefix].nodes.append(inst_name)
-        inner = _Scope(inst_name, params, ("blocks", call.block, "nodes"), _Rooted(block_raw, call.block), f" (in {inst_name})")
+        inner = _Scope(inst_name, params, ("blocks", call.block, "nodes"), _Rooted(block_raw, call.block), scope_label(inst_name))
         for i, (port, ref) in enumerate(zip(bdef.inputs, inputs, strict=True)):
             flat = f"{inst_name}.{port}"
             ppos = locate(block_raw, ("inputs", i))
