@@ -233,3 +233,99 @@ def test_plan_of_safetensors_imports_no_torch(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     assert "carried" in proc.stdout
+
+
+# --- torchvision ----------------------------------------------------------------------
+# torchvision does not install here against torch 2.13 CPU (its wheel's C ops do not load),
+# so the reference is tests/golden/torchvision_state_dicts.json: every state-dict name, shape
+# and dtype of torchvision 0.28's models, written from torchvision's own model code.  Where
+# torchvision imports (or GRAPHC_TORCHVISION_SRC names an unpacked torchvision source tree,
+# whose pure-Python model code runs without its C ops), the outputs are compared too.
+TV = json.loads((ROOT / "tests" / "golden" / "torchvision_state_dicts.json").read_text())["models"]
+
+
+def _tv_reference(name: str, seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, shape, dtype in TV[name]["tensors"]:
+        if dtype == "int64":
+            out[key] = torch.randint(0, 100, shape, generator=gen)
+        elif key.endswith("running_var"):
+            out[key] = torch.rand(shape, generator=gen) * 0.5 + 0.5
+        else:
+            out[key] = torch.randn(shape, generator=gen) * 0.05 + (0.5 if key.endswith("weight") and len(shape) == 1 else 0.0)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(TV))
+def test_torchvision_map_carries_every_tensor(tmp_path: Path, name: str) -> None:
+    """Every torchvision tensor lands, unchanged, on its node path; nothing new, nothing unused."""
+    from safetensors.torch import load_file
+
+    ref = _tv_reference(name, 3)
+    torch.save(ref, tmp_path / "ref.pth")
+    overrides = TV[name]["overrides"]
+    map_file = MAPS / f"{name}_torchvision.yaml"
+    out = _convert(tmp_path, f"{name}.yaml", tmp_path / "ref.pth", map_file, overrides)
+    plan = gw.plan(SPECS / f"{name}.yaml", tmp_path / "ref.pth", map=map_file, overrides=overrides)
+    assert {r.status for r in plan.rows} <= {"carried", "renamed"}
+    got = load_file(str(out))
+    assert len(got) == len(ref)
+    for row in plan.rows:
+        assert torch.equal(got[row.name], ref[row.source]), row
+    gm = graphc.build(graphc.load_spec(SPECS / f"{name}.yaml", overrides), seed=0)
+    from graphc.export.weights import load_weights
+
+    load_weights(gm, out)  # strict: every key and shape
+
+
+def _torchvision_models() -> Any:
+    try:
+        import torchvision.models as models
+
+        return models
+    except Exception:
+        pass
+    src = __import__("os").environ.get("GRAPHC_TORCHVISION_SRC")
+    if not src:
+        pytest.skip("torchvision is not importable here (see the comment above TV)")
+    import sys
+    import types
+
+    pkg = types.ModuleType("torchvision")
+    pkg.__path__ = [str(Path(src) / "torchvision")]
+    sys.modules["torchvision"] = pkg
+    import torchvision.models as models
+
+    return models
+
+
+@pytest.mark.parametrize("name", sorted(TV))
+def test_torchvision_outputs_equal(tmp_path: Path, name: str) -> None:
+    models = _torchvision_models()
+    if name == "vit_b_16":  # the fixture's 2-layer ViT-B/16 (TV[name]["torchvision"])
+        m = models.VisionTransformer(image_size=224, patch_size=16, num_layers=2, num_heads=12, hidden_dim=768, mlp_dim=3072)
+    else:
+        m = getattr(models, name)()
+    m.eval()
+    with torch.no_grad():
+        for key, t in _tv_reference(name, 4).items():
+            m.state_dict()[key].copy_(t)
+    torch.save(m.state_dict(), tmp_path / "ref.pth")
+    overrides = TV[name]["overrides"]
+    gm = gw.load(graphc.load_spec(SPECS / f"{name}.yaml", overrides), tmp_path / "ref.pth", map=MAPS / f"{name}_torchvision.yaml").eval()
+    x = torch.randn(2, 3, 224 if name == "vit_b_16" else 64, 224 if name == "vit_b_16" else 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), m(x), atol=1e-4, rtol=1e-4)
+
+
+def test_map_schema_file_is_in_sync(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/graphc.weights-map.schema.json (editors validate maps with it) is `graphc weights schema`."""
+    main(["weights", "schema"])
+    assert capsys.readouterr().out == (ROOT / "docs" / "graphc.weights-map.schema.json").read_text()
+
+
+@pytest.mark.parametrize("path", sorted(MAPS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_maps_name_a_zoo_spec(path: Path) -> None:
+    wmap = gw.load_map(path)
+    assert (SPECS / f"{wmap.doc.spec}.yaml").is_file()
