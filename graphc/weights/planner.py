@@ -284,8 +284,14 @@ def _where(exp: Expected) -> str:
 
 
 def _twice(target: str, first: Transfer, second: Transfer) -> Diagnostic:
-    a = f"rules[{first.rule.index}]" if first.rule else f"'{first.sources[0]}' as is"
-    b = f"rules[{second.rule.index}]" if second.rule else f"'{second.sources[0]}' as is"
-    rule = second.rule or first.rule
-    pos = rule.pos if rule is not None else Pos(NO_FILE)
-    return Diagnostic(pos, f"'{target}' is written twice: by {a} (from {' + '.join(first.sources)}) and by {b} (from {' + '.join(second.sources)})")
+    """Two writers of one node path, reported at the later rule of the map."""
+    def index(t: Transfer) -> int:
+        return t.rule.index if t.rule is not None else -1
+
+    a, b = sorted((first, second), key=index)
+
+    def who(t: Transfer) -> str:
+        return (f"rules[{t.rule.index}]" if t.rule else "the same name as is") + f" (from {' + '.join(t.sources)})"
+
+    pos = b.rule.pos if b.rule is not None else Pos(NO_FILE)
+    return Diagnostic(pos, f"'{target}' is written twice: by {who(a)} and by {who(b)}")
