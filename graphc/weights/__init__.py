@@ -118,6 +118,17 @@ def load_into(model: nn.Module, source: WeightSource | str | Path, tg: TypedGrap
     return p
 
 
+def load_weights_from(model: nn.Module, source: WeightSource | str | Path, report_dir: str | Path | None = None) -> nn.Module:
+    """The hook of ``--init``/``--weights``: a plain path loads strictly as before (all keys, same
+    names); a :class:`WeightSource` (``--map``/``--partial`` given) goes through the plan."""
+    if isinstance(source, WeightSource):
+        load_into(model, source, report_dir=report_dir)
+        return model
+    from graphc.export.weights import load_weights
+
+    return load_weights(model, source)
+
+
 def load(spec: SpecLike | TypedGraph, ckpt: str | Path, map: str | Path | WeightMap | None = None,
          partial: bool = False, overrides: Overrides = None, seed: int = 0) -> fx.GraphModule:
     """Build ``spec`` and load ``ckpt`` into it (``partial``: keep the initialisation of new tensors)."""
@@ -141,4 +152,4 @@ def summary_line(p: Plan) -> str:
 
 
 __all__ = ["Checkpoint", "Converted", "Plan", "Row", "WeightMap", "WeightSource", "convert", "expected_tensors", "load",
-           "load_into", "load_map", "map_schema", "open_checkpoint", "plan", "require", "summary_line"]
+           "load_into", "load_map", "load_weights_from", "map_schema", "open_checkpoint", "plan", "require", "summary_line"]
