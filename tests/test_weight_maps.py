@@ -329,3 +329,22 @@ def test_map_schema_file_is_in_sync(capsys: pytest.CaptureFixture[str]) -> None:
 def test_shipped_maps_name_a_zoo_spec(path: Path) -> None:
     wmap = gw.load_map(path)
     assert (SPECS / f"{wmap.doc.spec}.yaml").is_file()
+
+
+def test_export_weights_with_map_and_partial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--weights takes --map/--partial like --init: a foreign-named checkpoint exports through its map."""
+    gm = graphc.build(graphc.load_spec(SPECS / "mlp.yaml"), seed=3)
+    sd = gm.state_dict()
+    save_file({f"net.{k}": v for k, v in sd.items() if not k.startswith("fc2.bias")}, str(tmp_path / "ck.safetensors"))
+    (tmp_path / "m.yaml").write_text('graphc-weights: 1\nspec: mlp\nrules:\n  - {from: "net.{n}.{p}", to: "{n}.{p}"}\n')
+    base = ["export", str(SPECS / "mlp.yaml"), "--weights", str(tmp_path / "ck.safetensors"), "-o", str(tmp_path / "m.onnx")]
+    assert main([*base, "--no-verify"]) == 1  # the plain path loads strictly, names as they are
+    assert main([*base, "--map", str(tmp_path / "m.yaml"), "--no-verify"]) == 1  # fc2.bias is missing
+    assert "fc2.bias" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
+    assert main([*base, "--map", str(tmp_path / "m.yaml"), "--partial"]) == 0
+    assert "newly initialised: fc2.bias" in capsys.readouterr().err
+    import onnx
+
+    init = {t.name: t for t in onnx.load(str(tmp_path / "m.onnx")).graph.initializer}
+    w = next(t for name, t in init.items() if "fc1" in name and "weight" in name)
+    assert torch.equal(torch.from_numpy(onnx.numpy_helper.to_array(w).copy()), sd["fc1.weight"])
