@@ -67,9 +67,16 @@ class Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_pickle_with_code_is_refused_not_run(work: Path) -> None:
+@pytest.mark.parametrize("container", ["pickle", "torch_zip"])
+def test_pickle_with_code_is_refused_not_run(work: Path, container: str) -> None:
+    """A bare pickle renamed .pt, and the same payload inside torch.save's zip format."""
     marker = work / "PWNED"
-    (work / "evil.pt").write_bytes(pickle.dumps({"fc.weight": Payload(marker)}, protocol=2))
+    payload = {"fc.weight": Payload(marker)}
+    if container == "pickle":
+        (work / "evil.pt").write_bytes(pickle.dumps(payload, protocol=2))
+    else:
+        torch.save(payload, work / "evil.pt")
+    assert not marker.exists()
     r = run_guarded("weights", "plan", "tiny.yaml", "--from", "evil.pt", cwd=work, torch=True)
     assert_clean(r, contains="needs code")
     assert not marker.exists()

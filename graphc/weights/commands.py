@@ -18,7 +18,12 @@ def add_transfer_args(p: argparse.ArgumentParser) -> None:
 
 def weight_source(path: str | None, args: argparse.Namespace) -> Any:
     """The plain path (old behaviour) or a WeightSource when --map/--partial were given."""
-    if path is None or not (getattr(args, "weights_map", None) or getattr(args, "partial", False)):
+    wanted = getattr(args, "weights_map", None) or getattr(args, "partial", False)
+    if path is None and wanted:
+        from graphc.errors import WeightsError
+
+        raise WeightsError("--map and --partial apply to a checkpoint: give --init or --weights too")
+    if path is None or not wanted:
         return path
     from graphc.weights import WeightSource
 
