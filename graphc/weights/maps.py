@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from graphc.errors import Collector, Diagnostic, Pos, WeightsError
+from graphc.errors import Collector, Pos, WeightsError
 from graphc.spec.pydantic_errors import report_validation_error
-from graphc.spec.yaml_loader import MAX_BYTES, YMap, YSeq, load_yaml, locate
+from graphc.spec.yaml_loader import MAX_BYTES, load_yaml, locate
 
 CAPTURE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -171,8 +171,4 @@ def map_schema() -> dict[str, Any]:
     return schema
 
 
-def rule_diag(rule: CompiledRule, message: str) -> Diagnostic:
-    return Diagnostic(rule.pos, f"rules[{rule.index}]: {message}")
-
-
-__all__ = ["MapDoc", "Rule", "WeightMap", "YMap", "YSeq", "fill", "load_map", "map_schema", "pattern_regex"]
+__all__ = ["CompiledRule", "MapDoc", "Rule", "WeightMap", "fill", "load_map", "map_schema", "pattern_regex"]

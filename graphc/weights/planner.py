@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from graphc.errors import NO_FILE, Collector, Diagnostic, Pos, WeightsError
@@ -84,7 +84,6 @@ class Plan:
     checkpoint: str
     rows: list[Row]
     transfers: list[Transfer]
-    warnings: list[Diagnostic] = field(default_factory=list)
 
     def count(self) -> dict[str, int]:
         return {s: sum(1 for r in self.rows if r.status == s) for s in STATUSES}
@@ -106,7 +105,7 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return {"spec": self.spec, "checkpoint": self.checkpoint, "counts": self.count(),
-                "rows": [r.to_json() for r in self.rows], "warnings": [str(w) for w in self.warnings]}
+                "rows": [r.to_json() for r in self.rows]}
 
 
 def expected_tensors(tg: TypedGraph) -> dict[str, Expected]:
@@ -254,7 +253,8 @@ def _rows(transfers: list[Transfer], dropped: list[tuple[str, CompiledRule]], ex
             writers[target] = t
             exp = expected.get(target)
             if exp is None:
-                unused.append(Row("unused", source, target if target != source else "", shape, note=_rule_note(t)))
+                note = _rule_note(t) + (f" -> {target}, not in the spec" if target != source else "")
+                unused.append(Row("unused", source, "", shape, note=note.lstrip()))
                 continue
             status = "tied" if exp.owner else t.status
             if shape != exp.shape:

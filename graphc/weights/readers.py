@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -231,13 +229,3 @@ def _index(path: Path) -> Checkpoint:
             raise WeightsError(f"{path}: shard '{name}' is outside the checkpoint's folder")
         shards.append(open_checkpoint(shard))
     return Sharded(path, shards)
-
-
-def iter_tensors(ckpt: Checkpoint, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
-    """The named tensors, one at a time."""
-    for name in names:
-        yield name, ckpt.tensor(name)
-
-
-def file_size(path: Path) -> int:
-    return os.stat(path).st_size

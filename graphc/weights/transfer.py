@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from graphc.errors import NO_FILE, Diagnostic, Pos
+from graphc.errors import NO_FILE, Diagnostic, Pos, WeightsError
 from graphc.io import atomic_path
 from graphc.weights.planner import Expected, Plan, Transfer, expected_tensors
 from graphc.weights.readers import ST_DTYPES, TORCH_TO_ST, Checkpoint
@@ -87,6 +87,8 @@ def write_converted(plan: Plan, tg: TypedGraph, ckpt: Checkpoint, output: Path) 
     header: dict[str, object] = {}
     offset = 0
     for name, shape, dtype in order:
+        if dtype not in TORCH_TO_ST:
+            raise WeightsError(f"{ckpt.path}: '{name}' is {dtype}, which graphc does not write (cast it with a map rule's dtype)")
         size = math.prod(shape) * ST_DTYPES[TORCH_TO_ST[dtype]][0]
         header[name] = {"dtype": TORCH_TO_ST[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
@@ -109,7 +111,8 @@ def write_converted(plan: Plan, tg: TypedGraph, ckpt: Checkpoint, output: Path) 
 def load_plan_into(plan: Plan, ckpt: Checkpoint, model: nn.Module) -> list[Diagnostic]:
     """Copy each planned tensor into ``model``'s own parameters and buffers; returns NaN warnings."""
     state = model.state_dict()
-    keep = {r.name for r in plan.rows if r.status in ("carried", "renamed", "transformed", "tied")}
+    # a tied alias is the owner's tensor: the owner's value is loaded, the alias's copy is not re-applied
+    keep = {r.name for r in plan.rows if r.status in ("carried", "renamed", "transformed")}
     warnings: list[Diagnostic] = []
     with torch.no_grad():
         for name, tensor in stream(plan, ckpt, keep & set(state)):
