@@ -39,11 +39,11 @@ class CompileResult:
 
 
 def _model(spec: SpecLike, overrides: Overrides, weights: str | Path | None, seed: int) -> Any:
-    from graphc.export.weights import load_weights
+    from graphc.weights import load_weights_from  # a WeightSource (--map/--partial) goes through the plan
 
     gm = build(check(spec, overrides), seed=seed)
     if weights is not None:
-        load_weights(gm, weights)
+        load_weights_from(gm, weights)
     return gm.eval()
 
 

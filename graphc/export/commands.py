@@ -9,12 +9,14 @@ import argparse
 import json
 from typing import Any
 
+from graphc.weights.commands import add_transfer_args, weight_source
+
 
 def _export(args: argparse.Namespace) -> int:
     from graphc.export.api import export_onnx
     from graphc.export.onnx_export import INT_MAX
 
-    r = export_onnx(args.spec, args.output, args.overrides, args.weights, args.opset, verify=not args.no_verify)
+    r = export_onnx(args.spec, args.output, args.overrides, weight_source(args.weights, args), args.opset, verify=not args.no_verify)
     dims = ", ".join(f"{d} in [{lo}, {hi}]" if hi < INT_MAX else f"{d} >= {lo}" for d, (lo, hi) in r.dims.items()) or "static"
     print(f"wrote {r.path} (opset {r.opset}, {r.seconds:.1f} s; dynamic dims: {dims})")
     if r.verify is not None:
@@ -26,7 +28,7 @@ def _verify(args: argparse.Namespace) -> int:
     from graphc.export.api import verify_onnx
     from graphc.export.verify import raise_if_failed
 
-    r = verify_onnx(args.model, args.spec_file, args.overrides, args.weights)
+    r = verify_onnx(args.model, args.spec_file, args.overrides, weight_source(args.weights, args))
     if args.json:
         print(json.dumps(r.to_json(), indent=2))
     else:
@@ -38,7 +40,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _compile(args: argparse.Namespace) -> int:
     from graphc.export.api import compile
 
-    r = compile(args.spec, args.output, args.overrides, args.weights, args.opset)
+    r = compile(args.spec, args.output, args.overrides, weight_source(args.weights, args), args.opset)
     print(f"wrote {r.out_dir}/: {', '.join(r.files)}")
     print("\n".join(r.verify.lines()))
     return 0
@@ -46,6 +48,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 def _weights_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="FILE", help="safetensors (or torch) file keyed by node paths")
+    add_transfer_args(p)  # --map, --partial
 
 
 def register(sub: Any) -> None:

@@ -103,13 +103,13 @@ class Trainer:
         self._check_outputs()
         self.gm = graphc.build(tg, seed=self.r.seed, device=self.device)
         if init:
-            from graphc.export.weights import load_weights
+            from graphc.weights import load_weights_from  # --map/--partial: through the transfer plan
 
-            load_weights(self.gm, init)
+            load_weights_from(self.gm, init, report_dir=run_dir)
         self.adapters = apply_lora(self.gm, self.r.lora, lr) if self.r.lora else []
         self.mode = compile_mode(self.gm, self.r.compile)
         self.forward = compiled_forward(self.gm, self.mode)
-        self.opt = make_optimizer(self.gm, tg, self.r.optimizer)
+        self.opt = make_optimizer(self.gm, tg, self.r.optimizer, lr)  # lr: param_groups/unfreeze with positions
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.r.precision == "fp16")
         self.bpe = len(self.data.train) // self.r.batch_size  # micro-batches per epoch (last partial dropped: static shapes)
         if self.bpe < self.r.grad_accum:
