@@ -24,8 +24,8 @@ from graphc.errors import WeightsError
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 MAPS = SPECS / "maps"
-GPT2 = {"layers": 2, "d": 64, "heads": 4, "vocab": 512, "ctx": 64}
-BERT = {"layers": 2, "d": 64, "heads": 4, "ff": 128, "vocab": 512, "ctx": 64}
+GPT2 = {"layers": 2, "d": 64, "heads": 4, "vocab": 512, "ctx": 64, "inputs.tokens.example.T": 16}
+BERT = {"layers": 2, "d": 64, "heads": 4, "ff": 128, "vocab": 512, "ctx": 64, "inputs.input_ids.example.T": 16}
 
 
 def _sets(overrides: dict[str, Any]) -> list[str]:

@@ -27,8 +27,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from graphc.errors import Collector, Pos, WeightsError
+from graphc.spec.load import read_bounded
 from graphc.spec.pydantic_errors import report_validation_error
-from graphc.spec.yaml_loader import MAX_BYTES, load_yaml, locate
+from graphc.spec.yaml_loader import load_yaml, locate
 
 CAPTURE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -136,11 +137,13 @@ def load_map(path: str | Path) -> WeightMap:
     """Read, validate and compile a weight map; every mistake at once, positioned."""
     path = Path(path)
     file = str(path)
-    if not path.is_file():
+    if not path.exists():
         raise WeightsError(f"{path}: weight map not found")
-    if path.stat().st_size > MAX_BYTES:
-        raise WeightsError(f"{path}: weight map larger than {MAX_BYTES} bytes")
-    raw = load_yaml(path.read_bytes(), file)
+    try:  # the same bounded, regular-files-only read as specs and includes
+        data = read_bounded(path)
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read weight map: {e.strerror}") from None
+    raw = load_yaml(data, file)
     try:
         doc = MapDoc.model_validate(raw)
     except ValidationError as e:
