@@ -92,6 +92,7 @@ class Folder:
     owned: tuple[str, ...]  # entries graphc may remove or replace (old manifest + this kind's)
     previous: bool  # a previous graphc output of this kind
     finished: bool = False  # a run folder holding results.json
+    force: bool = False  # the user said --force
 
 
 def read_manifest(folder: Path) -> dict[str, object] | None:
@@ -127,7 +128,7 @@ def check_folder(out: str | Path, kind: str, force: bool = False, spec: Path | N
     try:
         st = out.lstat()
     except FileNotFoundError:
-        return Folder(out, kind, False, FOLDER_FILES[kind], False)
+        return Folder(out, kind, False, FOLDER_FILES[kind], False, force=force)
     except OSError as e:
         raise OutputError(f"{out}: cannot use this path: {e.strerror}") from None
     if stat.S_ISLNK(st.st_mode):
@@ -139,7 +140,7 @@ def check_folder(out: str | Path, kind: str, force: bool = False, spec: Path | N
     owned = tuple(dict.fromkeys((*(_plain_names(man.get("files")) if previous and man else ()), *FOLDER_FILES[kind])))
     entries = set(os.listdir(out))
     finished = kind == "run" and "results.json" in entries
-    folder = Folder(out, kind, True, owned, previous, finished)
+    folder = Folder(out, kind, True, owned, previous, finished, force)
     if force or not entries:
         return folder
     if kind == "run" and resume:
@@ -205,7 +206,7 @@ def install_folder(tmp: Path, folder: Folder, spec: Path | None = None) -> None:
     there: ``--force``, or files added to a previous output) each of graphc's entries is
     replaced one by one and the user's files stay where they are.
     """
-    again = check_folder(folder.path, folder.kind, force=True, spec=spec)  # the folder may have changed since
+    again = check_folder(folder.path, folder.kind, folder.force, spec)  # the folder may have changed since
     out = again.path
     if not again.exists or not os.listdir(out):
         os.replace(tmp, out)

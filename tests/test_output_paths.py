@@ -324,3 +324,44 @@ def test_train_refuses_rerun_then_force_starts_afresh(home: Path) -> None:
 def test_outputs_module_needs_no_torch() -> None:
     src = (ROOT / "graphc" / "outputs.py").read_text()
     assert "import torch" not in src and "import onnx" not in src
+
+
+# --- graphc.outputs unit cases (no torch) ----------------------------------------------------------
+
+
+def test_manifest_cannot_name_files_outside_its_folder(tmp_path: Path) -> None:
+    """A hostile manifest.json listing ``../victim`` or an absolute path removes nothing outside."""
+    from graphc.outputs import check_folder, clear_owned
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"graphc_output": "run", "files": ["../victim", str(victim), "..", "."]}))
+    folder = check_folder(run, "run", force=True)
+    assert not any("/" in n or n in (".", "..") for n in folder.owned)
+    clear_owned(folder)
+    assert victim.read_text() == "keep\n" and run.is_dir()
+
+
+def test_owned_link_is_removed_not_followed(tmp_path: Path) -> None:
+    """``checkpoints`` as a link to the user's folder: --force removes the link, not their files."""
+    from graphc.outputs import check_folder, clear_owned
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "data.bin").write_bytes(b"1")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").symlink_to(theirs)
+    clear_owned(check_folder(run, "run", force=True))
+    assert not (run / "checkpoints").is_symlink() and (theirs / "data.bin").read_bytes() == b"1"
+
+
+def test_folder_output_refuses_a_symbolic_link(tmp_path: Path) -> None:
+    from graphc.outputs import OutputError, check_folder
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(OutputError, match="is a symbolic link"):
+        check_folder(tmp_path / "link", "compile", force=True)
