@@ -95,14 +95,14 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _emit(text: str, output: str | None, force: bool = False, marker: str = "", is_ours: Any = None) -> int:
+def _emit(text: str, output: str | None, force: bool = False, marker: str = "", is_ours: Any = None, what: str = "output") -> int:
     """Write ``text`` to stdout, or to ``output`` under graphc's output rules (graphc.outputs):
     a new file, graphc's own previous one (``is_ours``), any file with ``force``, or into a
     device/FIFO.  ``marker`` (a comment line) is appended to files so a re-run recognises them."""
     if output:
         from graphc.outputs import check_file, write_file
 
-        write_file(check_file(output, force, is_ours), (text + marker).encode("utf-8"))
+        write_file(check_file(output, force, is_ours, what), (text + marker).encode("utf-8"))
         print(f"wrote {output}")
     else:
         sys.stdout.write(text)
@@ -140,13 +140,13 @@ def _graph(args: argparse.Namespace) -> int:
     tg = graphc.check(args.spec, args.overrides)
     text = to_mermaid(tg) if args.format == "mermaid" else to_dot(tg)
     marker = GRAPH_MARKERS[args.format]
-    return _emit(text, args.output, args.force, marker, _ends_with(marker))
+    return _emit(text, args.output, args.force, marker, _ends_with(marker), "graph file")
 
 
 def _schema(args: argparse.Namespace) -> int:
     from graphc.spec.schema import spec_schema
 
-    return _emit(json.dumps(spec_schema(), indent=2) + "\n", args.output, args.force, is_ours=_is_graphc_schema)
+    return _emit(json.dumps(spec_schema(), indent=2) + "\n", args.output, args.force, is_ours=_is_graphc_schema, what="schema file")
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:
