@@ -16,7 +16,8 @@ def _export(args: argparse.Namespace) -> int:
     from graphc.export.api import export_onnx
     from graphc.export.onnx_export import INT_MAX
 
-    r = export_onnx(args.spec, args.output, args.overrides, weight_source(args.weights, args), args.opset, verify=not args.no_verify)
+    r = export_onnx(args.spec, args.output, args.overrides, weight_source(args.weights, args), args.opset, verify=not args.no_verify,
+                    force=args.force)
     dims = ", ".join(f"{d} in [{lo}, {hi}]" if hi < INT_MAX else f"{d} >= {lo}" for d, (lo, hi) in r.dims.items()) or "static"
     print(f"wrote {r.path} (opset {r.opset}, {r.seconds:.1f} s; dynamic dims: {dims})")
     if r.verify is not None:
@@ -40,7 +41,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _compile(args: argparse.Namespace) -> int:
     from graphc.export.api import compile
 
-    r = compile(args.spec, args.output, args.overrides, weight_source(args.weights, args), args.opset)
+    r = compile(args.spec, args.output, args.overrides, weight_source(args.weights, args), args.opset, force=args.force)
     print(f"wrote {r.out_dir}/: {', '.join(r.files)}")
     print("\n".join(r.verify.lines()))
     return 0
@@ -51,6 +52,11 @@ def _weights_arg(p: argparse.ArgumentParser) -> None:
     add_transfer_args(p)  # --map, --partial
 
 
+def _opset_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--opset", type=int, default=None, metavar="N",
+                   help="ONNX opset, 18 up to the installed torch's maximum (default: the exporter's)")
+
+
 def register(sub: Any) -> None:
     """Add ``export``, ``verify`` and ``compile`` to the ``graphc`` parser."""
     from graphc.cli import add_spec_args
@@ -58,9 +64,11 @@ def register(sub: Any) -> None:
     p = sub.add_parser("export", help="export to ONNX and verify it in onnxruntime")
     add_spec_args(p)
     _weights_arg(p)
-    p.add_argument("-o", "--output", required=True, metavar="MODEL.onnx")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.onnx",
+                   help="the ONNX file (an existing one only if graphc wrote it; a device or FIFO is written into)")
+    _opset_arg(p)
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    p.add_argument("--force", action="store_true", help="replace an existing file graphc did not write")
     p.set_defaults(handler=_export)
 
     p = sub.add_parser("verify", help="re-check an ONNX file against the spec's torch model")
@@ -74,6 +82,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("compile", help="check, build, export and verify into OUT_DIR")
     add_spec_args(p)
     _weights_arg(p)
-    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
-    p.add_argument("--opset", type=int, default=None)
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR",
+                   help="a new or empty folder, or a previous compile folder (replaced once all is verified)")
+    _opset_arg(p)
+    p.add_argument("--force", action="store_true",
+                   help="write into a folder graphc did not make, replacing only graphc's own file names there")
     p.set_defaults(handler=_compile)
