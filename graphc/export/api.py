@@ -39,9 +39,10 @@ class CompileResult:
 
 
 def _model(spec: SpecLike, overrides: Overrides, weights: str | Path | None, seed: int) -> Any:
+    from graphc.export.guard import fits_memory
     from graphc.export.weights import load_weights
 
-    gm = build(check(spec, overrides), seed=seed)
+    gm = build(fits_memory(check(spec, overrides)), seed=seed)
     if weights is not None:
         load_weights(gm, weights)
     return gm.eval()
