@@ -111,7 +111,7 @@ def weights_digest(model: nn.Module) -> str:
             continue
         t = t.detach().cpu().contiguous()
         h.update(f"{name}\0{t.dtype}\0{list(t.shape)}\0".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the bytes in place, no copy
     return h.hexdigest()
 
 
