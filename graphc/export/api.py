@@ -45,9 +45,10 @@ class CompileResult:
 
 
 def _model(spec: SpecLike, overrides: Overrides, weights: str | Path | None, seed: int) -> Any:
+    from graphc.export.guard import fits_memory
     from graphc.weights import load_weights_from  # a WeightSource (--map/--partial) goes through the plan
 
-    gm = build(check(spec, overrides), seed=seed)
+    gm = build(fits_memory(check(spec, overrides)), seed=seed)
     if weights is not None:
         load_weights_from(gm, weights)
     return gm.eval()
@@ -192,6 +193,7 @@ def manifest(tg: Any, exp: ExportResult) -> dict[str, Any]:
         "outputs": {n: {"shape": [str(d) if not isinstance(d, int) else d for d in t.shape], "dtype": t.dtype}
                     for n, t in tg.output_types().items()},
         "dims": {d: {"example": tg.example[d], "range": list(exp.dims.get(d, (1, None)))} for d in tg.example},
+        "weights": {"sha256": exp.extra.get("weights_sha256"), "source": exp.extra.get("weights_source")},
         "files": list(FOLDER_FILES["compile"]),
         MARKER_KEY: "compile",
     }
