@@ -123,8 +123,8 @@ class Server:
         except RequestError as e:
             return _error(e)
         except QueueFull:
-            e = RequestError(503, f"the queue is full ({self.cfg.queue} requests); retry later")
-            return _error(e, {"Retry-After": str(self.cfg.retry_after)})
+            full = RequestError(503, f"the queue is full ({self.cfg.queue} requests); retry later")
+            return _error(full, {"Retry-After": str(self.cfg.retry_after)})
         except RunFailed as e:
             return _error(RequestError(422, f"the model refused the inputs: {e}"))
         n = int(next(iter(arrays.values())).shape[0]) if arrays else 0

@@ -11,6 +11,7 @@ run fails, each request is re-run alone, so one bad request cannot fail its neig
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -70,10 +71,8 @@ class Batcher:
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def submit(self, arrays: Arrays) -> Arrays:
         """Queue one checked request and wait for its outputs.

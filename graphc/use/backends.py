@@ -53,13 +53,13 @@ class TorchBackend:
     kind = "torch"
 
     def __init__(self, spec: str | Path, weights: str | Path | None, overrides: Overrides = None) -> None:
-        import graphc
-        from graphc.api import _default_range
+        from graphc.api import _default_range, build, check
+        from graphc.export.weights import load_weights
 
-        self.tg = graphc.check(spec, overrides)
-        self.gm = graphc.build(self.tg, seed=0)
+        self.tg = check(spec, overrides)
+        self.gm = build(self.tg, seed=0)
         if weights is not None:
-            graphc.load_weights(self.gm, weights)
+            load_weights(self.gm, weights)
         self.gm.eval()
         doc = self.tg.flat.spec.doc
         self.name = doc.name
@@ -71,7 +71,8 @@ class TorchBackend:
 
     def dim_range(self, symbol: str) -> tuple[int, int]:
         """Torch has no proven range; a position table's ``max_len`` bounds a sequence dim."""
-        tables = [n.args.max_len for n in self.tg.flat.op_nodes() if isinstance(getattr(n.args, "max_len", None), int)]
+        lens = (getattr(n.args, "max_len", None) for n in self.tg.flat.op_nodes())
+        tables = [m for m in lens if isinstance(m, int)]
         if tables and symbol != self.batch_symbol():
             return (1, min(tables))
         return (1, INT_MAX)

@@ -10,6 +10,7 @@ output's suffix).  Class outputs (``[..., C]`` floats) can be written as ``label
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -101,15 +102,18 @@ def _find(arrays: Arrays, name: str, only: bool, where: Pos) -> np.ndarray:
     if only and len(features) == 1:
         return arrays[features[0]]
     if only and features and all(arrays[k].ndim == 1 for k in features):  # a table: one column per feature
+        text = [k for k in features if arrays[k].dtype.kind not in "biuf"]
+        if text:
+            raise DataError(f"input '{name}': wrong dtype: column '{text[0]}' holds text, not numbers", where)
         return np.stack([arrays[k].astype(np.float32) for k in features], axis=1)
     raise DataError(f"no array for input '{name}' (the file has: {_describe(arrays)})", where)
 
 
 def _fit(arr: np.ndarray, sig: TensorSig) -> np.ndarray:
     """Flat rows (a CSV of 64 pixels) reshaped to a fixed input shape ([B, 1, 8, 8])."""
-    fixed = sig.shape[1:]
-    if arr.ndim == 2 and len(fixed) > 1 and all(isinstance(d, int) for d in fixed) and arr.shape[1] == int(np.prod(fixed)):
-        return arr.reshape(arr.shape[0], *fixed)  # type: ignore[arg-type]
+    fixed = [d for d in sig.shape[1:] if isinstance(d, int)]
+    if arr.ndim == 2 and len(fixed) == len(sig.shape) - 1 > 1 and arr.shape[1] == math.prod(fixed):
+        return arr.reshape(arr.shape[0], *fixed)
     return arr
 
 
