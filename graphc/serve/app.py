@@ -47,7 +47,7 @@ class ServeConfig:
     queue: int = 256  # queued requests before 503
     max_body: int = 8 << 20  # bytes of a request body (and of one decoded input array)
     body_timeout: float = 10.0  # seconds to receive a whole body (slow clients get 408)
-    threads: int = 0  # onnxruntime intra-op threads (0: all cores)
+    threads: int = 0  # onnxruntime intra-op threads (0: all cores; batched runs use them)
     retry_after: int = 1  # seconds, in the 503's Retry-After
 
 
@@ -115,10 +115,14 @@ class Server:
 
     async def predict(self, request: Request) -> Response:
         try:
-            body = await read_body(request, self.cfg)
-            binary = request.headers.get("content-type", "").split(";")[0].strip() == NPZ
-            parse = parse_npz if binary else parse_json
-            arrays = parse(self.manifest, body, self.cfg.max_body)
+            self.batcher.arriving += 1  # tells the batcher that company is on its way
+            try:
+                body = await read_body(request, self.cfg)
+                binary = request.headers.get("content-type", "").split(";")[0].strip() == NPZ
+                parse = parse_npz if binary else parse_json
+                arrays = parse(self.manifest, body, self.cfg.max_body)
+            finally:
+                self.batcher.arriving -= 1
             outs = await self.batcher.submit(arrays)
         except RequestError as e:
             return _error(e)

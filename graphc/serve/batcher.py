@@ -2,7 +2,9 @@
 
 Requests wait in a bounded queue (full: the app answers 503 with Retry-After, so memory stays
 bounded under overload).  One worker takes the oldest request, then gathers more whose
-non-batch dims match (same key) until ``max_batch`` examples or ``max_wait_ms`` have passed,
+non-batch dims match (same key) until ``max_batch`` examples or ``max_wait_ms`` have passed
+(it waits only while other requests are queued or still arriving: a lone client is not
+delayed),
 concatenates them along the batch dim, runs the session once in a worker thread and splits
 the outputs back.  Requests of another shape wait for the next round, in order.  If a combined
 run fails, each request is re-run alone, so one bad request cannot fail its neighbours.
@@ -54,6 +56,7 @@ class Batcher:
         self.on_batch = on_batch or (lambda n: None)
         self.batch_dim = model.manifest.batch_dim
         self._queue: deque[_Job] = deque()
+        self.arriving = 0  # requests whose bodies are being read or checked (the app counts them)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -113,7 +116,7 @@ class Batcher:
             jobs = [first]
             room = self.max_batch - first.size
             deadline = first.queued + self.max_wait
-            while room > 0 and self.batch_dim is not None:
+            while room > 0 and self.batch_dim is not None and (self._queue or self.arriving):
                 more = self._take(first.key, room)
                 jobs += more
                 room -= sum(j.size for j in more)

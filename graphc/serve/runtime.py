@@ -15,6 +15,8 @@ class OnnxModel:
     """The compiled model: its manifest and an inference session.
 
     ``threads`` sets onnxruntime's intra-op threads (0: onnxruntime's default, all cores).
+    Idle threads do not spin: a server shares its cores with the event loop that parses
+    requests, and spinning workers would take that time from it.
     """
 
     def __init__(self, folder: str | Path, threads: int = 0) -> None:
@@ -24,6 +26,7 @@ class OnnxModel:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = Path(folder) / "model.onnx"
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
