@@ -284,3 +284,24 @@ def test_generate_cli(cli: Any) -> None:
 def test_data_error_type() -> None:
     with pytest.raises(DataError, match="unsupported input file type"):
         graphc.predict(compiled("digits_cnn"), ROOT / "README.md")
+
+
+def _broken_folder(tmp: Path, case: str) -> Path:
+    folder = tmp / "out"
+    if case == "missing":
+        return folder
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"not onnx")
+    (folder / "manifest.json").write_text("{not json" if case == "bad_manifest" else json.dumps(
+        {"spec": {"name": "m"}, "inputs": {"x": {"shape": ["B", 2], "dtype": "float32"}}, "outputs": {"y": {"shape": ["B", 2], "dtype": "float32"}}, "dims": {}}))
+    return folder
+
+
+@pytest.mark.parametrize(("case", "words"), [("missing", "not a 'graphc compile' folder"), ("bad_manifest", "cannot read the manifest"),
+                                            ("bad_onnx", "cannot load the ONNX model")])
+def test_serve_and_predict_refuse_a_broken_compile_folder(tmp_path: Path, case: str, words: str) -> None:
+    folder = _broken_folder(tmp_path, case)
+    assert_clean(run_guarded("serve", str(folder), cwd=tmp_path), contains=words)
+    np.savez(tmp_path / "in.npz", x=np.zeros((1, 2), np.float32))
+    assert_clean(run_guarded("predict", str(folder), str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.csv"), cwd=tmp_path),
+                 contains=words if case != "missing" else "no such spec file or compile folder")

@@ -68,9 +68,10 @@ class Batcher:
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._worker())
 
-    async def stop(self) -> None:
-        """Finish what is queued, then end the worker (graceful shutdown)."""
-        while self._queue:
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued (for at most ``timeout`` s), then end the worker (graceful shutdown)."""
+        deadline = time.perf_counter() + timeout
+        while self._queue and time.perf_counter() < deadline and self._task is not None and not self._task.done():
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
@@ -129,7 +130,12 @@ class Batcher:
                 except TimeoutError:
                     jobs += self._take(first.key, room)
                     break
-            await self._run(jobs)
+            try:
+                await self._run(jobs)
+            except Exception as e:  # a bug must fail these requests, never stop the worker
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(RunFailed(f"internal error: {type(e).__name__}"))
 
     async def _run(self, jobs: list[_Job]) -> None:
         live = [j for j in jobs if not j.future.done()]  # a client that went away is skipped
