@@ -339,3 +339,24 @@ def test_access_log_is_json_lines(digits: Running, caplog: pytest.LogCaptureFixt
         log.setLevel(level)
     line = json.loads(caplog.records[-1].getMessage())
     assert line["path"] == "/v1/health" and line["status"] == 200 and line["method"] == "GET" and line["ms"] >= 0
+
+
+def test_id_range_from_the_manifest_is_checked_before_onnxruntime(tmp_path: Path) -> None:
+    """A manifest that declares an input's value range (``inputs.tokens.range``) makes the
+    server refuse ids outside it by name, without running the model."""
+    import shutil
+
+    folder = tmp_path / "gpt"
+    shutil.copytree(compiled("gpt_mini"), folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["inputs"]["tokens"]["range"] = [0, 256]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    srv = Running(folder)
+    try:
+        assert srv.client.get("/v1/model").json()["inputs"]["tokens"]["range"] == [0, 256]
+        assert_error(srv.client.post("/v1/predict", json={"inputs": {"tokens": [[1, 256]]}}), 422, "tokens",
+                     "value 256 outside the declared range [0, 256)")
+        assert_error(srv.client.post("/v1/predict", json={"inputs": {"tokens": [[-1, 2]]}}), 422, "tokens", "value -1 outside")
+        assert srv.client.post("/v1/predict", json={"inputs": {"tokens": [[1, 255]]}}).status_code == 200
+    finally:
+        srv.stop()
