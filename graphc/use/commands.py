@@ -13,9 +13,15 @@ from pathlib import Path
 from typing import Any
 
 
+def _warn_random_init(args: argparse.Namespace) -> None:
+    if Path(args.target).is_file() and args.weights is None:
+        print(f"warning: {args.target}: no --weights given; running the seeded random initialization", file=sys.stderr)
+
+
 def _predict(args: argparse.Namespace) -> int:
     from graphc.use.predict import predict
 
+    _warn_random_init(args)
     out = predict(args.target, args.data, args.output, weights=args.weights, overrides=args.overrides,
                   batch_size=args.batch_size, as_=args.as_, topk=args.topk, force=args.force, progress=not args.quiet)
     n = len(next(iter(out.values()))) if out else 0
@@ -47,6 +53,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from graphc.use.generate import generate
 
+    _warn_random_init(args)
     temperature = 0.0 if args.greedy else args.temperature
     g = generate(args.target, args.prompt, weights=args.weights, overrides=args.overrides, max_new_tokens=args.max_new_tokens,
                  temperature=temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
