@@ -35,6 +35,7 @@ from graphc.serve.runtime import OnnxModel
 from graphc.serve.validate import RequestError, parse_json, parse_npz, to_npz
 
 NPZ = "application/x-npz"
+INLINE_PARSE = 64 << 10  # bodies below this many bytes are parsed on the event loop (a thread hop costs more)
 access_log = logging.getLogger("graphc.serve.access")
 
 
@@ -122,7 +123,10 @@ class Server:
                 body = await read_body(request, self.cfg)
                 binary = request.headers.get("content-type", "").split(";")[0].strip() == NPZ
                 parse = parse_npz if binary else parse_json
-                arrays = parse(self.manifest, body, self.cfg.max_body)
+                if len(body) < INLINE_PARSE:
+                    arrays = parse(self.manifest, body, self.cfg.max_body)
+                else:  # a big body is parsed off the event loop, so other requests keep flowing
+                    arrays = await asyncio.to_thread(parse, self.manifest, body, self.cfg.max_body)
             finally:
                 self.batcher.arriving -= 1
             outs = await self.batcher.submit(arrays)
