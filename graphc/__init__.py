@@ -18,6 +18,9 @@ _LAZY = {  # imported on first use, so ``import graphc`` does not import onnx
     "compile": "graphc.export.api",
     "load_weights": "graphc.export.weights",
     "save_weights": "graphc.export.weights",
+    "predict": "graphc.use.predict",  # onnxruntime on a compile folder: no torch
+    "evaluate": "graphc.use.evaluate",
+    "generate": "graphc.use.generate",
 }
 
 
@@ -40,11 +43,14 @@ __all__ = [
     "build",
     "check",
     "compile",
+    "evaluate",
     "example_inputs",
     "export_onnx",
+    "generate",
     "load_spec",
     "load_weights",
     "op",
+    "predict",
     "save_weights",
     "summary",
     "verify_onnx",

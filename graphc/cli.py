@@ -21,7 +21,7 @@ from typing import Any
 
 from graphc.errors import Diagnostic, GraphcError, Pos
 
-COMMAND_MODULES = ("graphc.export.commands", "graphc.train.commands", "graphc.weights.commands")
+COMMAND_MODULES = ("graphc.export.commands", "graphc.train.commands", "graphc.weights.commands", "graphc.use.commands")
 
 Handler = Callable[[argparse.Namespace], int]
 
