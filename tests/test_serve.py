@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import re
+import shutil
 import socket
 import threading
 import time
@@ -97,7 +98,7 @@ def test_health_model_and_openapi(digits: Running) -> None:
     h = digits.client.get("/v1/health").json()
     assert h["status"] == "ok" and h["model"] == "digits_cnn"
     m = digits.client.get("/v1/model").json()
-    assert m["inputs"] == {"image": {"shape": ["B", 1, 8, 8], "dtype": "float32"}}
+    assert m["inputs"] == {"image": {"shape": ["B", 1, 8, 8], "dtype": "float32", "range": [0.0, 1.0]}}
     assert m["outputs"]["logits"]["shape"] == ["B", 10] and m["batch_dim"] == "B"
     assert m["dims"]["B"]["range"][0] == 1
     doc = digits.client.get("/openapi.json").json()
@@ -287,10 +288,25 @@ def test_unknown_route_and_method_are_json(digits: Running) -> None:
     assert_error(digits.client.get("/v1/predict"), 405, None, "not allowed")
 
 
-def test_out_of_vocab_id_fails_alone_not_its_batch() -> None:
-    """The manifest carries no id range here: onnxruntime refuses the bad request, which is
-    re-run alone, so the good requests batched with it still get answers."""
-    srv = Running(compiled("gpt_mini"), max_wait_ms=100, max_batch=16)
+def test_out_of_vocab_id_is_refused_by_name_from_the_manifest_range() -> None:
+    """compile records the spec's declared input range: the id is refused before onnxruntime."""
+    srv = Running(compiled("gpt_mini"))
+    try:
+        assert_error(srv.client.post("/v1/predict", json={"inputs": {"tokens": [[1, 2, 9999]]}}), 422, "tokens",
+                     "outside the declared range [0, 256)")
+    finally:
+        srv.stop()
+
+
+def test_out_of_vocab_id_fails_alone_not_its_batch(tmp_path: Path) -> None:
+    """With no id range in the manifest (dropped here), onnxruntime refuses the bad request,
+    which is re-run alone, so the good requests batched with it still get answers."""
+    folder = tmp_path / "gpt_mini"
+    shutil.copytree(compiled("gpt_mini"), folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["inputs"]["tokens"].pop("range")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    srv = Running(folder, max_wait_ms=100, max_batch=16)
     try:
         async def fire() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=srv.url, timeout=20) as c:
