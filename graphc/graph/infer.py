@@ -18,7 +18,7 @@ from graphc.errors import Collector, ShapeError, scope_label
 from graphc.graph.build import build_graph, topo_order
 from graphc.ops.registry import Facts, OpError
 from graphc.shapes import Dim, Sym, TensorType, parse_dim
-from graphc.spec.expand import FlatNode, FlatSpec, Ref
+from graphc.spec.ir import FlatNode, FlatSpec, Ref
 
 
 @dataclass

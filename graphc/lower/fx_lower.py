@@ -25,7 +25,7 @@ from graphc.graph.infer import TypedGraph
 from graphc.lower.context import LowerCtx, ModuleRecord
 from graphc.lower.init import apply_init
 from graphc.ops.registry import OpError
-from graphc.spec.expand import FlatNode, Instance, Ref
+from graphc.spec.ir import FlatNode, Instance, Ref
 
 
 class BlockModule(fx.GraphModule):

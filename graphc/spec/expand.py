@@ -18,91 +18,17 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from graphc.errors import Collector, Diagnostic, Pos, SpecError, did_you_mean, scope_label
-from graphc.ops.registry import REGISTRY, OpArgs
+from graphc.ops.registry import REGISTRY
 from graphc.shapes import parse_dim
 from graphc.spec.expr import ExprError, TextBudgetError, has_expr, substitute, text_budget
+from graphc.spec.ir import MODULE_ATTRIBUTES, RESERVED, FlatNode, FlatSpec, Instance, Ref
 from graphc.spec.limits import MAX_NODES, MAX_REPEAT
 from graphc.spec.load import Spec
 from graphc.spec.model import BlockCall, BlockDef, BlockParam, NodeCommon, node_adapter
 from graphc.spec.pydantic_errors import report_validation_error
 from graphc.spec.yaml_loader import YMap, locate
 
-RESERVED = {"block", "in", "repeat", "doc", "freeze", "when"}
-# Public attributes of torch.nn.Module / fx.GraphModule (and graphc's own): a node of that
-# name would shadow them, since every node becomes a module attribute.  Kept as data here so
-# that the front end stays torch-free.
-MODULE_ATTRIBUTES = frozenset(
-    ["T_destination", "add_module", "add_submodule", "apply", "bfloat16", "buffers", "call_super_init", "children", "code", "compile", "cpu", "cuda", "delete_all_unused_submodules", "delete_submodule", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "graph", "graphc", "graphc_records", "half", "ipu", "load_state_dict", "meta", "modules", "mtia", "named_buffers", "named_children", "named_modules", "named_parameters", "parameters", "print_readable", "recompile", "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook", "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "to_folder", "train", "training", "type", "xpu", "zero_grad"]
-)
 _TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (float, int), "bool": (bool,), "str": (str,)}
-
-
-@dataclass(frozen=True)
-class Ref:
-    """One output of one flat node."""
-
-    node: str
-    output: int = 0
-
-    def __str__(self) -> str:
-        return self.node if self.output == 0 else f"{self.node}:{self.output}"
-
-
-@dataclass
-class FlatNode:
-    """A node after expansion: a spec input, a block port, or an op."""
-
-    name: str
-    kind: Literal["input", "port", "op"]
-    pos: Pos
-    path: str  # spec path of the definition, e.g. "blocks.decoder.nodes.attn"
-    scope: str = ""  # the block instance it lives in ("" = top level)
-    op: Any = None  # the validated node model (an OpArgs subclass + NodeCommon)
-    inputs: list[Ref | None] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=lambda: ["out"])
-    tie: dict[str, tuple[str, str]] = field(default_factory=dict)
-    freeze: bool = False
-
-    @property
-    def local_name(self) -> str:
-        return self.name.rsplit(".", 1)[-1] if self.scope else self.name
-
-    @property
-    def args(self) -> OpArgs:
-        return self.op  # type: ignore[no-any-return]
-
-    @property
-    def op_name(self) -> str:
-        return self.op.op_name if self.op is not None else self.kind
-
-
-@dataclass
-class Instance:
-    """One use of a block (one repetition of a repeated block)."""
-
-    name: str
-    block: str
-    scope: str  # the scope it is called from
-    pos: Pos
-    params: dict[str, Any]
-    inputs: list[str] = field(default_factory=list)  # port node names, in block-input order
-    outputs: list[tuple[str, Ref]] = field(default_factory=list)
-    nodes: list[str] = field(default_factory=list)  # flat names directly inside (ports, ops, sub-instances)
-
-
-@dataclass
-class FlatSpec:
-    """The expanded spec: what the graph phase works on."""
-
-    spec: Spec
-    nodes: dict[str, FlatNode]
-    instances: dict[str, Instance]
-    outputs: dict[str, Ref]
-    output_pos: dict[str, Pos]
-    warnings: list[Diagnostic] = field(default_factory=list)
-
-    def op_nodes(self) -> list[FlatNode]:
-        return [n for n in self.nodes.values() if n.kind == "op"]
 
 
 @dataclass
