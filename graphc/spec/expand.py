@@ -295,6 +295,7 @@ class Expander:
         node = FlatNode(entry.flat, "op", pos, where, scope.prefix, model)
         node.outputs = model.output_names()
         node.freeze = bool(model.freeze)
+        node.doc, node.init = model.doc, model.init
         before, self.unresolved = len(self.errors.errors), False
         node.inputs = self.op_inputs(scope, name, model, raw, previous)
         if self.unresolved or len(self.errors.errors) > before:

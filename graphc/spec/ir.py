@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from graphc.errors import Diagnostic, Pos
+from graphc.ops.registry import OpArgs
 
 if TYPE_CHECKING:
-    from graphc.ops.registry import OpArgs
     from graphc.spec.load import Spec
+    from graphc.spec.model import InitScheme, InitSpec
 
 # Keys of a block call that are the language's own, not params of the block.
 RESERVED = {"block", "in", "repeat", "doc", "freeze", "when"}
@@ -37,6 +38,17 @@ class Ref:
         return self.node if self.output == 0 else f"{self.node}:{self.output}"
 
 
+class _NoArgs(OpArgs):
+    """The arguments of a node that is no op (a spec input, a block port): none.
+
+    Every node has ``args`` of the one type, so code that walks op nodes needs no None
+    checks; ``op_name`` is empty and every op method is :class:`OpArgs`' unimplemented one.
+    """
+
+
+NO_ARGS = _NoArgs()
+
+
 @dataclass
 class FlatNode:
     """A node after expansion: a spec input, a block port, or an op."""
@@ -46,23 +58,22 @@ class FlatNode:
     pos: Pos
     path: str  # spec path of the definition, e.g. "blocks.decoder.nodes.attn"
     scope: str = ""  # the block instance it lives in ("" = top level)
-    op: Any = None  # the validated node model (an OpArgs subclass + NodeCommon)
+    args: OpArgs = field(default_factory=lambda: NO_ARGS)  # the op's validated arguments
     inputs: list[Ref | None] = field(default_factory=list)
     outputs: list[str] = field(default_factory=lambda: ["out"])
     tie: dict[str, tuple[str, str]] = field(default_factory=dict)
     freeze: bool = False
+    doc: str | None = None
+    init: InitSpec | InitScheme | None = None  # this node's own weight init (else the spec's)
 
     @property
     def local_name(self) -> str:
         return self.name.rsplit(".", 1)[-1] if self.scope else self.name
 
     @property
-    def args(self) -> OpArgs:
-        return self.op  # type: ignore[no-any-return]
-
-    @property
     def op_name(self) -> str:
-        return self.op.op_name if self.op is not None else self.kind
+        """The op's name (``linear``), or the node's kind for inputs and ports."""
+        return self.args.op_name or self.kind
 
 
 @dataclass
