@@ -24,7 +24,7 @@ from graphc.spec.expr import ExprError, TextBudgetError, has_expr, substitute, t
 from graphc.spec.ir import MODULE_ATTRIBUTES, FlatNode, FlatSpec, Instance, Ref
 from graphc.spec.limits import MAX_NODES, MAX_REPEAT
 from graphc.spec.load import Spec
-from graphc.spec.model import BlockCall, BlockDef, NodeCommon, node_adapter, node_model
+from graphc.spec.model import BlockCall, BlockDef, node_adapter, node_model
 from graphc.spec.pydantic_errors import report_validation_error
 from graphc.spec.yaml_loader import YMap, locate
 
@@ -703,15 +703,10 @@ def _prune(flat: FlatSpec, broken: set[str]) -> None:
 
 
 def expand_partial(spec: Spec) -> tuple[FlatSpec, list[Diagnostic]]:
-    """:func:`expand` that returns the intact part of a broken spec along with its errors."""
+    """Expand ``spec`` into flat nodes: all of it and no errors, or its intact part and every
+    error found (so the caller can still check the shapes of the rest)."""
     with text_budget():
         return Expander(spec).run_partial()
 
 
-def expand(spec: Spec) -> FlatSpec:
-    """Expand ``spec`` into flat nodes; raises SpecError with every problem found."""
-    with text_budget():
-        return Expander(spec).run()
-
-
-__all__ = ["FlatNode", "FlatSpec", "Instance", "NodeCommon", "Ref", "SpecError", "expand"]
+__all__ = ["expand_partial"]
