@@ -4,6 +4,11 @@ The result is a :class:`FlatSpec`: every op node under its full dotted name (``b
 its inputs resolved to :class:`Ref` s, plus *ports* (one per block-instance input) and the
 block instances themselves, which lowering turns into submodules.  Every node keeps the file
 position of its definition, so later phases can point errors at the YAML line.
+
+The IR types live in :mod:`graphc.spec.ir` and the rules of a block call in
+:mod:`graphc.spec.blocks`; this module holds the walk itself, whose parts call each other
+on demand (a reference expands the node it names, which may be a block call, whose nodes
+hold references), so they stay together.
 """
 
 from __future__ import annotations
