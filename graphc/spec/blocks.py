@@ -3,7 +3,7 @@
 Plain functions that look at one call and return the diagnostics it earns; the expander
 (:mod:`graphc.spec.expand`) calls them and does the recursion (resolving references,
 expanding the block's nodes), which is why these take what they need and resolve nothing.
-Every message names the spec path and the block copy it is in through :func:`at`.
+Every message names the spec path and the block copy it is in through :func:`~graphc.spec.ir.at`.
 """
 
 from __future__ import annotations
@@ -12,22 +12,12 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
-from graphc.errors import Diagnostic, Pos, did_you_mean, scope_label
-from graphc.spec.ir import RESERVED, Ref
+from graphc.errors import Diagnostic, Pos, did_you_mean
+from graphc.spec.ir import RESERVED, Ref, at
 from graphc.spec.model import BlockCall, BlockDef, BlockParam
 from graphc.spec.yaml_loader import YMap, locate
 
 _TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (float, int), "bool": (bool,), "str": (str,)}
-
-
-def at(path: str, scope: str) -> str:
-    """The head of a message about ``path`` inside block copy ``scope`` ("" = top level):
-    ``nodes.fc.in`` or ``blocks.ffn.nodes.up.in (in body.1)``.
-
-    The one spelling of that label (:func:`graphc.errors.scope_label`) is what lets
-    ``GraphcError.many`` fold one mistake found in every copy of a block into one line.
-    """
-    return f"{path}{scope_label(scope)}" if scope else path
 
 
 def declared_params(bdef: BlockDef) -> dict[str, BlockParam]:

@@ -21,12 +21,12 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from graphc.errors import Collector, Diagnostic, Pos, SpecError, did_you_mean, scope_label
+from graphc.errors import Collector, Diagnostic, Pos, SpecError, did_you_mean
 from graphc.ops.registry import REGISTRY
 from graphc.shapes import parse_dim
 from graphc.spec import blocks
 from graphc.spec.expr import ExprError, TextBudgetError, has_expr, substitute, text_budget
-from graphc.spec.ir import MODULE_ATTRIBUTES, FlatNode, FlatSpec, Instance, Ref
+from graphc.spec.ir import MODULE_ATTRIBUTES, FlatNode, FlatSpec, Instance, Ref, at
 from graphc.spec.limits import MAX_NODES, MAX_REPEAT
 from graphc.spec.load import Spec
 from graphc.spec.model import BlockCall, BlockDef, node_adapter, node_model
@@ -62,14 +62,9 @@ class _Scope:
         self.position: dict[str, int] = {}  # name -> index in order
         self.pending_ties: list[tuple[FlatNode, Any, YMap, tuple[str | int, ...]]] = []
 
-    @property
-    def label(self) -> str:
-        """`` (in body.1)`` inside a block copy, else empty."""
-        return scope_label(self.prefix) if self.prefix else ""
-
     def at(self, where: str) -> str:
-        """The head of a message about spec path ``where`` in this scope (see :func:`blocks.at`)."""
-        return blocks.at(where, self.prefix)
+        """The head of a message about spec path ``where`` in this scope (see :func:`~graphc.spec.ir.at`)."""
+        return at(where, self.prefix)
 
     def key_pos(self, name: str) -> Pos:
         """Where node ``name`` of this scope is defined (its key)."""
@@ -307,7 +302,7 @@ class Expander:
             model = node_adapter().validate_python(data)
         except ValidationError as e:
             model_cls = node_model(REGISTRY[op_name].cls)
-            self.errors.errors.extend(report_validation_error(e, raw, path, model=model_cls, label=scope.label, strip_tag=True))
+            self.errors.errors.extend(report_validation_error(e, raw, path, model=model_cls, scope=scope.prefix, strip_tag=True))
             return
         node = FlatNode(entry.flat, "op", pos, where, scope.prefix, model)
         node.outputs = model.output_names()
@@ -495,7 +490,7 @@ class Expander:
         except ExprError:
             return
         except ValidationError as e:
-            self.errors.errors.extend(report_validation_error(e, raw, path, model=BlockCall, label=scope.label))
+            self.errors.errors.extend(report_validation_error(e, raw, path, model=BlockCall, scope=scope.prefix))
             return
         wrong = blocks.target_error(call, self.spec.blocks, self.block_stack, raw, where, scope.prefix)
         if wrong is not None:

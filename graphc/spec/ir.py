@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from graphc.errors import Diagnostic, Pos
+from graphc.errors import Diagnostic, Pos, scope_label
 from graphc.ops.registry import OpArgs
 
 if TYPE_CHECKING:
@@ -25,6 +25,16 @@ RESERVED = {"block", "in", "repeat", "doc", "freeze", "when"}
 MODULE_ATTRIBUTES = frozenset(
     ["T_destination", "add_module", "add_submodule", "apply", "bfloat16", "buffers", "call_super_init", "children", "code", "compile", "cpu", "cuda", "delete_all_unused_submodules", "delete_submodule", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "graph", "graphc", "graphc_records", "half", "ipu", "load_state_dict", "meta", "modules", "mtia", "named_buffers", "named_children", "named_modules", "named_parameters", "parameters", "print_readable", "recompile", "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook", "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "to_folder", "train", "training", "type", "xpu", "zero_grad"]
 )
+
+
+def at(path: str, scope: str) -> str:
+    """The head of a message about ``path`` inside block copy ``scope`` ("" = top level):
+    ``nodes.fc.in`` or ``blocks.ffn.nodes.up.in (in body.1)``.
+
+    The one spelling of that label (:func:`graphc.errors.scope_label`) is what lets
+    ``GraphcError.many`` fold one mistake found in every copy of a block into one line.
+    """
+    return f"{path}{scope_label(scope)}" if scope else path
 
 
 @dataclass(frozen=True)
