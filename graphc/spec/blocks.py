@@ -137,3 +137,29 @@ def target_error(call: BlockCall, known: Mapping[str, Any], stack: list[str], ra
         chain = " -> ".join([*stack, call.block])
         return Diagnostic(locate(raw, ("block",)), f"{at(where, scope)}: block '{call.block}' uses itself ({chain})")
     return None
+
+
+def block_size(defs: Mapping[str, YMap], name: str, cache: dict[str, int], seen: frozenset[str] = frozenset()) -> int:
+    """Nodes one copy of block ``name`` makes, counted from its text (ports included), so
+    a call can be refused before it is unrolled; ``cache`` keeps each block's count.
+
+    Nested repeats that are expressions count once: an estimate, which every nested call
+    checks again against the nodes already made.
+    """
+    if name in cache:
+        return cache[name]
+    raw = defs.get(name)
+    if raw is None or name in seen or not isinstance(raw.get("nodes"), dict):
+        return 1
+    inputs = raw.get("inputs")
+    size = len(inputs) if isinstance(inputs, list) else 1
+    for node in raw["nodes"].values():
+        inner = node.get("block") if isinstance(node, dict) else None
+        if isinstance(inner, str):
+            reps = node.get("repeat")
+            copies = reps if isinstance(reps, int) and not isinstance(reps, bool) and reps > 0 else 1
+            size += copies * block_size(defs, inner, cache, seen | {name})
+        else:
+            size += 1
+    cache[name] = size
+    return size

@@ -5,16 +5,14 @@ its inputs resolved to :class:`Ref` s, plus *ports* (one per block-instance inpu
 block instances themselves, which lowering turns into submodules.  Every node keeps the file
 position of its definition, so later phases can point errors at the YAML line.
 
-The IR types live in :mod:`graphc.spec.ir` and the rules of a block call in
-:mod:`graphc.spec.blocks`; this module holds the walk itself, whose parts call each other
+The IR types live in :mod:`graphc.spec.ir`, the rules of a block call in
+:mod:`graphc.spec.blocks` and those of names in :mod:`graphc.spec.naming`; this module holds the walk itself, whose parts call each other
 on demand (a reference expands the node it names, which may be a block call, whose nodes
 hold references), so they stay together.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,10 +21,9 @@ from pydantic import ValidationError
 
 from graphc.errors import Collector, Diagnostic, Pos, SpecError, did_you_mean
 from graphc.ops.registry import REGISTRY
-from graphc.shapes import parse_dim
-from graphc.spec import blocks
+from graphc.spec import blocks, naming
 from graphc.spec.expr import ExprError, TextBudgetError, has_expr, substitute, text_budget
-from graphc.spec.ir import MODULE_ATTRIBUTES, FlatNode, FlatSpec, Instance, Ref, at
+from graphc.spec.ir import FlatNode, FlatSpec, Instance, Ref, at
 from graphc.spec.limits import MAX_NODES, MAX_REPEAT
 from graphc.spec.load import Spec
 from graphc.spec.model import BlockCall, BlockDef, node_adapter, node_model
@@ -95,8 +92,8 @@ class Expander:
             if not name.isidentifier():
                 self.errors.error(f"inputs.{name}: an input name must be an identifier", pos)
             self.nodes[name] = FlatNode(name, "input", pos, f"inputs.{name}")
-            self.check_input_dims(name, inp.shape, inp.example)
-        self.errors.errors.extend(identifier_clashes(spec))
+            self.errors.errors.extend(naming.input_dims_errors(spec, name, inp.shape, inp.example))
+        self.errors.errors.extend(naming.identifier_clashes(spec))
         top = _Scope("", spec.params, ("nodes",), spec.raw.get("nodes"))
         for name in spec.doc.inputs:
             top.entries[name] = _Entry("input", flat=name, state="done")
@@ -122,24 +119,6 @@ class Expander:
         _prune(flat, self.broken)
         return flat, errors
 
-    def check_input_dims(self, name: str, shape: list[int | str], example: dict[str, int]) -> None:
-        """Symbolic dims are identifiers, sizes are positive, and examples name real dims."""
-        for i, d in enumerate(shape):
-            if isinstance(d, int) and d < 1:
-                self.errors.error(f"inputs.{name}.shape.{i}: a size must be at least 1, got {d}", self.spec.pos("inputs", name, "shape", i))
-            elif isinstance(d, str) and parse_dim(d) is None:
-                self.errors.error(
-                    f"inputs.{name}.shape.{i}: a symbolic dim is a name like T, or k*NAME like 8*H (a multiple of k), got '{d}'",
-                    self.spec.pos("inputs", name, "shape", i),
-                )
-        dims = [w for d in shape if isinstance(d, str) for w in re.findall(r"[A-Za-z_]\w*", d)]  # "8*H" names H
-        for d, size in example.items():
-            if d not in dims:
-                hint = did_you_mean(d, dims)
-                self.errors.error(f"inputs.{name}.example.{d}: '{d}' is not a symbolic dim of the shape [{', '.join(map(str, shape))}]{hint}", self.spec.pos("inputs", name, "example", d, key=True))
-            elif size < 1:
-                self.errors.error(f"inputs.{name}.example.{d}: an example size must be at least 1, got {size}", self.spec.pos("inputs", name, "example", d))
-
     def resolve_outputs(self, top: _Scope) -> tuple[dict[str, Ref], dict[str, Pos]]:
         raw_out = self.spec.doc.outputs
         pairs = raw_out.items() if isinstance(raw_out, dict) else [(r.split(".")[0], r) for r in raw_out]
@@ -163,13 +142,8 @@ class Expander:
         for name, raw in scope.raw.items():
             pos = scope.key_pos(name)
             where = ".".join(map(str, (*scope.path, name)))
-            ident = python_identifier(name)  # what Python makes of it: 'ｆｏｒｗａｒｄ' is 'forward'
-            if not name.isidentifier() or ident in MODULE_ATTRIBUTES or ident.startswith("_"):
-                why = (
-                    "a node name must be an identifier (letters, digits, _)" if not name.isidentifier()
-                    else f"'{name}' is reserved: nodes become torch module attributes, and torch modules already have '{ident}'"
-                    if not ident.startswith("_") else "a node name must not start with '_' (reserved for torch internals)"
-                )
+            why = naming.node_name_error(name)
+            if why is not None:
                 self.errors.error(f"{where}: {why}", pos)
                 scope.entries[name] = _Entry("op", flat=self.flat_name(scope, name), state="done")  # no follow-on errors
                 continue
@@ -543,7 +517,7 @@ class Expander:
         if reps > MAX_REPEAT.value:
             self.errors.add(MAX_REPEAT.exceeded(f"{scope.at(f'{where}.repeat')}: repeat {reps:,}", locate(raw, ("repeat",))))
             return False
-        total = len(self.nodes) + reps * self.block_size(call.block, set())
+        total = len(self.nodes) + reps * blocks.block_size(self.spec.blocks, call.block, self.block_sizes)
         if total > MAX_NODES.value:
             self.errors.add(MAX_NODES.exceeded(f"{scope.at(where)}: block '{call.block}' would make the spec {total:,} nodes",
                                                locate(raw, ("repeat",)) if "repeat" in raw else locate(raw, ("block",))))
@@ -557,26 +531,6 @@ class Expander:
         if total > MAX_NODES.value:
             self.errors.add(MAX_NODES.exceeded(f"nodes: the spec has {total:,} nodes", locate(self.spec.raw, ("nodes",), key=True)))
             self.errors.raise_if_any()
-
-    def block_size(self, name: str, seen: set[str]) -> int:
-        """Nodes one copy of block ``name`` makes, counted from its text (ports included)."""
-        if name in self.block_sizes:
-            return self.block_sizes[name]
-        raw = self.spec.blocks.get(name)
-        if raw is None or name in seen or not isinstance(raw.get("nodes"), dict):
-            return 1
-        inputs = raw.get("inputs")
-        size = len(inputs) if isinstance(inputs, list) else 1
-        for node in raw["nodes"].values():
-            inner = node.get("block") if isinstance(node, dict) else None
-            if isinstance(inner, str):
-                reps = node.get("repeat")
-                copies = reps if isinstance(reps, int) and not isinstance(reps, bool) and reps > 0 else 1
-                size += copies * self.block_size(inner, seen | {name})
-            else:
-                size += 1
-        self.block_sizes[name] = size
-        return size
 
     def call_inputs(self, scope: _Scope, call: BlockCall, bdef: BlockDef, raw: YMap, where: str, previous: str | None) -> list[Ref] | None:
         """A call's inputs, checked against the block's and resolved, or None (reported)."""
@@ -633,59 +587,6 @@ def _with_freeze(raw: YMap) -> YMap:
     out.val_pos.update(raw.val_pos)
     out["freeze"] = True
     out.key_pos["freeze"] = out.val_pos["freeze"] = raw.pos
-    return out
-
-
-def python_identifier(name: str) -> str:
-    """The identifier Python makes of ``name``: source code is NFKC-normalised, so the
-    mathematical-bold '𝐟𝐜1' *is* 'fc1' as an attribute of the generated module."""
-    return name if name.isascii() else unicodedata.normalize("NFKC", name)
-
-
-def _names(mapping: Any, *path: str) -> list[tuple[str, Pos, str]]:
-    """Keys of a raw mapping (or items of a raw list) with their positions and spec paths."""
-    where = ".".join(path)
-    if isinstance(mapping, YMap):
-        return [(k, mapping.key_pos[k], f"{where}.{k}") for k in mapping]
-    if isinstance(mapping, list) and hasattr(mapping, "item_pos"):
-        return [(v, p, f"{where}.{i}") for i, (v, p) in enumerate(zip(mapping, mapping.item_pos, strict=False)) if isinstance(v, str)]
-    return []
-
-
-def identifier_clashes(spec: Spec) -> list[Diagnostic]:
-    """Names that differ in the YAML but are one Python identifier (``fc1`` and ``𝐟𝐜1``).
-
-    Node names become module attributes, inputs and params become Python names, blocks
-    become classes: two such names would silently share one layer.  Each group of names
-    that share a namespace is checked once, from the raw text, so a repeated block is not
-    reported once per copy.
-    """
-    raw = spec.raw
-    groups = [
-        [*_names(raw.get("inputs"), "inputs"), *_names(raw.get("nodes"), "nodes")],
-        _names(raw.get("outputs"), "outputs"),
-        _names(raw.get("params"), "params"),
-        [(name, block.pos, f"blocks.{name}") for name, block in spec.blocks.items() if isinstance(block, YMap)],
-    ]
-    for name, block in spec.blocks.items():
-        if isinstance(block, YMap):
-            groups += [
-                [*_names(block.get("inputs"), "blocks", name, "inputs"), *_names(block.get("nodes"), "blocks", name, "nodes")],
-                _names(block.get("outputs"), "blocks", name, "outputs"),
-                _names(block.get("params"), "blocks", name, "params"),
-            ]
-    out: list[Diagnostic] = []
-    for names in groups:
-        if all(n.isascii() for n, _, _ in names):
-            continue  # the common case costs one pass of isascii()
-        first: dict[str, tuple[str, Pos]] = {}
-        for name, pos, where in names:
-            ident = python_identifier(name)
-            if ident in first and first[ident][0] != name:
-                other, opos = first[ident]
-                out.append(Diagnostic(pos, f"{where}: '{name}' is the same Python identifier as '{other}' ({opos}):"
-                                           f" both are '{ident}' after Unicode NFKC normalisation; rename one"))
-            first.setdefault(ident, (name, pos))
     return out
 
 
