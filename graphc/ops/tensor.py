@@ -10,7 +10,7 @@ from pydantic import Field, PositiveInt
 from graphc.ops.common import broadcast, norm_dim, prod, promote
 from graphc.ops.lazy import rt, torch
 from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
-from graphc.shapes import FLOAT_DTYPES, Dim, Sym, TensorType, numel
+from graphc.shapes import FLOAT_DTYPES, Dim, Opaque, Sym, TensorType, numel
 
 
 class _Binary(OpArgs):
@@ -102,13 +102,13 @@ class Reshape(OpArgs):
     shape: list[int | str] = Field(description="target shape")
 
     def _target(self, x: TensorType) -> list[Dim]:
-        syms = {s for d in x.shape if isinstance(d, Sym) for s in d.symbols()}
+        atoms = {str(a): a for d in x.shape if isinstance(d, Sym) for a in d.atoms()}
         out: list[Dim] = []
         for d in self.shape:
             if isinstance(d, str):
-                if d not in syms:
+                if d not in atoms:
                     raise OpError(f"'{d}' is not a symbolic dim of the input {x}")
-                out.append(Sym.var(d))
+                out.append(Sym.atom(atoms[d]))
             elif d < -1 or d == 0:
                 raise OpError(f"invalid size {d} in shape (use positive sizes and at most one -1)")
             else:
@@ -125,7 +125,7 @@ class Reshape(OpArgs):
         if holes:
             if isinstance(total, Sym):
                 rest = total // known
-                if isinstance(rest, Sym) and rest.terms and next(iter(rest.terms))[0].startswith("("):
+                if isinstance(rest, Sym) and rest.terms and isinstance(next(iter(rest.terms))[0], Opaque):
                     raise OpError(f"cannot infer -1: {total} is not divisible by {known}")
             elif not isinstance(known, int) or total % known:
                 raise OpError(f"cannot reshape {x} ({total} elements) into {self.shape}")
