@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from graphc.ops.context import LowerContext
 from graphc.ops.registry import OpError
 from graphc.shapes import Dim, TensorType
+
+
+def in_type(ctx: LowerContext, i: int = 0) -> TensorType:
+    """The static type of input ``i`` in a lowering, which must be present (not an optional
+    input left out: those are ``None`` in ``ctx.in_types``)."""
+    t = ctx.in_types[i]
+    if t is None:
+        raise OpError(f"input {i} is missing")
+    return t
 
 
 def norm_dim(dim: int, rank: int, what: str = "dim") -> int:
