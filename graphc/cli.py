@@ -5,8 +5,16 @@ failed.  Bad input prints compiler-style ``FILE:LINE:COL: error: ...`` lines and
 never a traceback (``--debug`` shows one).
 
 Commands live next to what they drive: this file has the spec-level ones (check, summary,
-graph, schema); ``graphc.export.commands`` and ``graphc.train.commands`` add theirs through
-the same ``register(subparsers)`` hook.
+graph, schema); each module in :data:`COMMAND_MODULES` adds its own through one hook::
+
+    def register(sub, add_spec_args) -> None:
+        p = sub.add_parser("NAME", help="...")
+        add_spec_args(p)              # SPEC and --set KEY=VALUE, as every spec command has
+        p.set_defaults(handler=run)   # run(args: argparse.Namespace) -> int (the exit code)
+
+``sub`` is the parser's subparsers action; everything else a command needs is handed to it
+here, so no command module imports this one (imports point down: tests/test_architecture.py).
+Handlers import their heavy dependencies (torch, onnx) lazily.
 """
 
 from __future__ import annotations
@@ -16,14 +24,12 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from graphc.errors import Diagnostic, GraphcError, Pos
 
 COMMAND_MODULES = ("graphc.export.commands", "graphc.train.commands")
-
-Handler = Callable[[argparse.Namespace], int]
 
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -151,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_schema)
 
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        importlib.import_module(name).register(sub, add_spec_args)
     return parser
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 
@@ -48,10 +49,8 @@ def _weights_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="FILE", help="safetensors (or torch) file keyed by node paths")
 
 
-def register(sub: Any) -> None:
+def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``export``, ``verify`` and ``compile`` to the ``graphc`` parser."""
-    from graphc.cli import add_spec_args
-
     p = sub.add_parser("export", help="export to ONNX and verify it in onnxruntime")
     add_spec_args(p)
     _weights_arg(p)

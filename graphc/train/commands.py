@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 
@@ -22,10 +23,8 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
+def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``graphc train`` to the ``graphc`` parser."""
-    from graphc.cli import add_spec_args
-
     p = sub.add_parser("train", help="train a spec with its recipe (train: section or --config)",
                        description="Train SPEC; see docs/train.md. --set train.KEY=VALUE overrides the recipe.")
     add_spec_args(p)
