@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from graphc import __version__
+    from graphc.version import __version__
 
     return __version__
 

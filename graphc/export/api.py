@@ -141,13 +141,13 @@ def manifest(tg: Any, exp: ExportResult) -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    import graphc
+    from graphc.version import __version__
 
     spec = tg.flat.spec
     return {
         "spec": {"name": spec.name, "file": str(spec.file), "sha256": spec.sha256,
                  "overrides": list(spec.overrides) if spec.overrides else []},
-        "versions": {"graphc": graphc.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+        "versions": {"graphc": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, "opset": exp.opset},
         "inputs": {n: {"shape": list(i.shape), "dtype": i.dtype} for n, i in spec.doc.inputs.items()},
         "outputs": {n: {"shape": [str(d) if not isinstance(d, int) else d for d in t.shape], "dtype": t.dtype}
