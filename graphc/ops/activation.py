@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import prod
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from graphc.ops.common import need_float, norm_dim, prod
+from graphc.ops.common import need_float, norm_dim
 from graphc.ops.context import LowerContext
 from graphc.ops.lazy import F, torch
 from graphc.ops.registry import Example, Onnx, OpArgs, op

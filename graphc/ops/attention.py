@@ -9,11 +9,12 @@ one RoPE function: ``attention`` with ``rotary: true`` rotates q and k inside th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import prod
 from typing import Any, ClassVar
 
 from pydantic import Field, PositiveInt
 
-from graphc.ops.common import in_type, need_float, need_rank, prod
+from graphc.ops.common import in_type, need_float, need_rank
 from graphc.ops.context import LowerContext
 from graphc.ops.lazy import rt
 from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from math import prod
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
-from graphc.ops.common import in_type, need_float, need_rank, plain, prod, tup
+from graphc.ops.common import in_type, need_float, need_rank, plain, tup, window_out
 from graphc.ops.context import LowerContext
 from graphc.ops.lazy import nn, rt
 from graphc.ops.registry import Example, Facts, Onnx, OpArgs, OpError, op
@@ -97,10 +98,7 @@ class _ConvBase(OpArgs):
                 spatial.append(size)
                 continue
             p = 0 if self.padding == "valid" else self._t(self.padding)[i]  # type: ignore[arg-type]
-            out = (size + 2 * p - d[i] * (k[i] - 1) - 1) // s[i] + 1
-            if isinstance(out, int) and out < 1:
-                raise OpError(f"input {x} is too small for kernel {list(k)} (output size {out})")
-            spatial.append(out)
+            spatial.append(window_out(size, k[i], s[i], p, d[i], subject=f"input {x}", window=f"kernel {list(k)}"))
         return x.with_shape((x.shape[0], self.out, *spatial))
 
     def params(self, x: TensorType) -> dict[str, tuple[int, ...]]:

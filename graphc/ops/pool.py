@@ -7,11 +7,12 @@ They share conv arithmetic (:func:`~graphc.ops.common.window_out`) and accept
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import prod
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from graphc.ops.common import in_type, need_float, prod, spatial_rank, tup, window_out
+from graphc.ops.common import in_type, need_float, spatial_rank, tup, window_out
 from graphc.ops.context import LowerContext
 from graphc.ops.lazy import F
 from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op

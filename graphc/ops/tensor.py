@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import prod
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
-from graphc.ops.common import broadcast, in_type, norm_dim, prod, promote
+from graphc.ops.common import broadcast, in_type, norm_dim, promote
 from graphc.ops.context import LowerContext
 from graphc.ops.lazy import rt, torch
 from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
@@ -66,7 +67,7 @@ class Div(_Binary):
 
     def infer(self, a: TensorType, b: TensorType) -> TensorType:
         t = super().infer(a, b)
-        return t if t.dtype in ("float16", "bfloat16", "float32", "float64") else TensorType(t.shape, "float32")
+        return t if t.dtype in FLOAT_DTYPES else TensorType(t.shape, "float32")
 
 
 @op("flatten")
