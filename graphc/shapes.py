@@ -124,7 +124,7 @@ class Sym:
         out: dict[Monomial, int] = {}
         for m1, c1 in self.terms.items():
             for m2, c2 in _terms(other).items():
-                m = tuple(sorted(m1 + m2, key=str))
+                m = _monomial(m1 + m2)
                 out[m] = out.get(m, 0) + c1 * c2
         return Sym.make(out)
 
@@ -186,6 +186,14 @@ class Sym:
 
 
 Dim = Union[int, Sym]  # noqa: UP007 - used at runtime in isinstance-free aliases
+
+
+def _monomial(atoms: tuple[Atom, ...]) -> Monomial:
+    """Atoms in canonical order: by their text (names compare directly, the common case)."""
+    try:
+        return tuple(sorted(atoms))  # type: ignore[type-var]  # all symbol names
+    except TypeError:  # an opaque atom: those do not compare with names or each other
+        return tuple(sorted(atoms, key=str))
 
 
 def _terms(d: Dim) -> dict[Monomial, int]:
