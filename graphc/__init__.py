@@ -9,8 +9,7 @@ from graphc.api import build, check, example_inputs, summary
 from graphc.errors import GraphcError
 from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
 from graphc.spec.load import load_spec
-
-__version__ = "0.1.0"
+from graphc.version import __version__
 
 _LAZY = {  # imported on first use, so ``import graphc`` does not import onnx
     "export_onnx": "graphc.export.api",

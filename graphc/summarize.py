@@ -8,10 +8,10 @@ inputs' example sizes (a multiply-add is 2 FLOPs).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from math import prod
 from typing import Any
 
 from graphc.graph.infer import TypedGraph
-from graphc.ops.common import prod
 from graphc.shapes import DTYPE_BYTES
 
 

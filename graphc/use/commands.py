@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,8 @@ def _target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="spec override (spec target only)")
 
 
-def register(sub: Any) -> None:
+def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``predict``, ``evaluate``, ``generate`` and ``serve`` to the ``graphc`` parser."""
-    from graphc.cli import add_spec_args
-
     p = sub.add_parser("predict", help="run a model over an input file, write outputs (.csv/.jsonl/.npz)",
                        description="See docs/serve.md. Inputs are matched to the model's inputs by name.")
     _target_args(p)
