@@ -21,7 +21,7 @@ from typing import Any
 
 from graphc.errors import Diagnostic, GraphcError, Pos
 
-COMMAND_MODULES = ("graphc.export.commands", "graphc.train.commands")
+COMMAND_MODULES = ("graphc.export.commands", "graphc.train.commands", "graphc.sweep.commands")
 
 Handler = Callable[[argparse.Namespace], int]
 
