@@ -102,7 +102,9 @@ def open_storage(url: str | None, study_dir: Path) -> Any:
 
     if url:
         try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=20, grace_period=60)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+                return optuna.storages.RDBStorage(url, heartbeat_interval=20, grace_period=60)
         except Exception as e:
             raise GraphcError(f"--storage: cannot open {_redact(url)}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     from optuna.storages.journal import JournalFileBackend
@@ -163,7 +165,9 @@ def open_study(st: Settings, space: Space, create: bool) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(st.storage, Path(st.study_dir))
     direction: Literal["minimize", "maximize"] = "maximize" if space.doc.objective.mode == "max" else "minimize"
-    sampler = make_sampler(st.sampler, st.seed, space)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate/group TPE
+        sampler = make_sampler(st.sampler, st.seed, space)
     pruner = make_pruner(space.doc.pruner)
     if create:
         try:
@@ -271,12 +275,14 @@ def _say(text: str) -> None:
 
 def run_worker(st: Settings, index: int, quota: int, timeout: float | None) -> None:
     """Run up to ``quota`` trials of the study (this process), then return."""
+    from optuna.exceptions import ExperimentalWarning
+
     loaded = load_inputs(st)
     st = Settings(**{**asdict(st), "seed": st.seed + index})  # each worker samples its own stream
     study = open_study(st, loaded.space, create=False)
     threads = trial_threads(st.workers)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning for multivariate TPE
+        warnings.simplefilter("ignore", ExperimentalWarning)  # multivariate/group TPE
         study.optimize(Objective(st, loaded, threads), n_trials=quota, timeout=timeout, catch=(TrialFailed,), gc_after_trial=False)
 
 
