@@ -149,6 +149,17 @@ def test_static_check_sorts_invalid_over_budget_and_ok() -> None:
     assert mem.kind == "budget" and "memory" in mem.reason
 
 
+def test_space_and_static_check_import_neither_torch_nor_optuna(tmp_path: Path) -> None:
+    code = (
+        "import sys, graphc; from graphc.sweep.study import Settings, load_inputs; from graphc.sweep.static import static_check; "
+        f"st = Settings(spec={str(SPEC)!r}, space={str(_space(tmp_path))!r}, study_dir='x', study_name='x'); "
+        "l = load_inputs(st); v = static_check(l.spec, None, {'c2': 96}, {'params': 1e4}); assert v.kind == 'budget', v; "
+        "bad = [m for m in ('torch', 'optuna') if m in sys.modules]; sys.exit(f'imported: {bad}' if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_sweep_rejects_without_training_and_writes_results(tmp_path: Path) -> None:
     study_dir = tmp_path / "study"
     s = graphc.sweep(SPEC, _space(tmp_path), study_dir, show=False)

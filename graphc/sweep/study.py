@@ -332,6 +332,8 @@ def fail_dead_trials(study: Any) -> int:
         h, _, pid = whom.rpartition(":")
         if h != host or not pid.isdigit() or _alive(int(pid)):
             continue
+        # Optuna has no public call to end another process's trial; its own RetryFailedTrialCallback
+        # and fail_stale_trials go through the storage the same way.
         study._storage.set_trial_user_attr(t._trial_id, "reason", f"worker {whom} died during the trial")
         study._storage.set_trial_user_attr(t._trial_id, "killed", True)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
