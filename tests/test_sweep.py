@@ -130,6 +130,15 @@ def test_refuses_a_foreign_folder(tmp_path: Path) -> None:
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+def test_unreachable_storage_is_one_error_and_leaves_nothing(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg", reason="no PostgreSQL driver")
+    url = f"postgresql://nobody:secret@/db?host={tmp_path}/nosuchsocket&port=1"
+    with pytest.raises(GraphcError, match=r"--storage: cannot open postgresql://nobody:\*\*\*@/db") as e:
+        graphc.sweep(SPEC, _space(tmp_path), tmp_path / "study", storage=url, show=False)
+    assert "secret" not in str(e.value)
+    assert not (tmp_path / "study").exists()
+
+
 # --- static rejection --------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,8 +95,9 @@ def sweep(
     """
     study = Path(study_dir)
     prepare_study_dir(study, resume)
-    if workers < 1:
-        raise GraphcError(f"--workers must be at least 1, got {workers}")
+    for name, value in (("--workers", workers), ("--trials", trials if trials is not None else 1)):
+        if value < 1:
+            raise GraphcError(f"{name} must be at least 1, got {value}")
     st = Settings(spec=str(spec), space=str(space), study_dir=str(study), study_name=study.resolve().name,
                   config=str(config) if config else None, workers=workers, storage=storage, static=static,
                   spec_overrides=list(overrides))
@@ -107,8 +109,14 @@ def sweep(
     st.seed = seed if seed is not None else doc.seed
     if resume and (study / MANIFEST).is_file():
         _check_same_inputs(study, st.spec, st.space)
+    created = not study.exists()
     study.mkdir(parents=True, exist_ok=True)
-    opt_study = open_study(st, loaded.space, create=not resume)
+    try:
+        opt_study = open_study(st, loaded.space, create=not resume)
+    except BaseException:
+        if created:  # nothing half-made stays behind: the folder is ours, just made
+            shutil.rmtree(study, ignore_errors=True)
+        raise
     _write_manifest(study, st)
     if resume:
         lost = fail_dead_trials(opt_study)
