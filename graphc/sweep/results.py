@@ -166,6 +166,14 @@ PLOTS = {
 }
 
 
+def _importance_args() -> dict[str, Any]:
+    """PED-ANOVA: Optuna's quantile-based importance, milliseconds where the default fANOVA
+    forest took seconds per plot (and the plots are redrawn after every sweep and resume)."""
+    from optuna.importance import PedAnovaImportanceEvaluator
+
+    return {"evaluator": PedAnovaImportanceEvaluator()}
+
+
 def write_plots(study: Any, folder: Path) -> dict[str, str]:
     """PNG plots of Optuna's matplotlib visualisations; a plot that cannot be drawn (too few
     complete trials, a single value) is skipped and the reason returned instead of a path."""
@@ -175,6 +183,7 @@ def write_plots(study: Any, folder: Path) -> dict[str, str]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
+    extra = {"importances": _importance_args()}
     out: dict[str, str] = {}
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     for name, fn in PLOTS.items():
@@ -184,7 +193,7 @@ def write_plots(study: Any, folder: Path) -> dict[str, str]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ax = getattr(ovm, fn)(study)
+                ax = getattr(ovm, fn)(study, **extra.get(name, {}))
             fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
             fig.set_size_inches(9, 5)
             fig.tight_layout()

@@ -162,7 +162,7 @@ def make_pruner(name: str) -> Any:
 def open_study(st: Settings, space: Space, create: bool) -> Any:
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # graphc prints one line per trial; Optuna's would add tracebacks
     storage = open_storage(st.storage, Path(st.study_dir))
     direction: Literal["minimize", "maximize"] = "maximize" if space.doc.objective.mode == "max" else "minimize"
     with warnings.catch_warnings():
