@@ -187,7 +187,7 @@ def sample(trial: Any, space: Space) -> dict[str, Any]:
     """Suggest each key in file order; a ``when`` entry only when its condition holds."""
     values: dict[str, Any] = {}
     for key, p in space.params.items():
-        if p.when and any(key_ not in values or values[key_] != want for key_, want in p.when.items()):
+        if p.when and any(cond not in values or values[cond] != want for cond, want in p.when.items()):
             continue
         if isinstance(p, IntRange):
             values[key] = trial.suggest_int(key, p.low, p.high, step=p.step, log=p.log)
