@@ -28,6 +28,8 @@ def __getattr__(name: str) -> object:
 
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "sweep":  # graphc.sweep(spec, space, study_dir, ...): the package is callable
+        return importlib.import_module("graphc.sweep")
     if name == "train":  # the training package: graphc.train.train(spec, run_dir, ...)
         return importlib.import_module("graphc.train")
     raise AttributeError(f"module 'graphc' has no attribute {name!r}")
@@ -52,5 +54,6 @@ __all__ = [
     "predict",
     "save_weights",
     "summary",
+    "sweep",
     "verify_onnx",
 ]

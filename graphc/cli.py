@@ -30,7 +30,8 @@ from typing import Any
 from graphc.errors import Diagnostic, GraphcError, Pos
 from graphc.outputs import emit_text, ends_with_marker, is_graphc_schema
 
-COMMAND_MODULES = ("graphc.export.commands", "graphc.train.commands", "graphc.weights.commands", "graphc.use.commands")
+COMMAND_MODULES = ("graphc.export.commands", "graphc.train.commands", "graphc.weights.commands", "graphc.use.commands",
+                   "graphc.sweep.commands")
 
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
