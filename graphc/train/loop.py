@@ -340,18 +340,6 @@ class Trainer:
         return result
 
 
-def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """``--set`` items for the spec, and ``train.KEY=VALUE`` items for the recipe."""
-    spec, recipe = [], {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if sep and key.strip().startswith("train."):
-            recipe[key.strip()[len("train."):]] = value
-        else:
-            spec.append(item)
-    return spec, recipe
-
-
 def train(
     spec: str | Path,
     run_dir: str | Path,
@@ -372,6 +360,7 @@ def train(
         >>> r.test["test_accuracy"]
     """
     import graphc
+    from graphc.spec.overrides import split_overrides
     from graphc.train.recipe import load_recipe
 
     check_folder(run_dir, "run", force, spec_path(spec), resume)  # before any work; changes nothing
