@@ -90,32 +90,32 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 class Trainer:
     """Holds a run's model, optimizer and state; :meth:`run` trains to the end."""
 
-    def __init__(self, tg: TypedGraph, lr: LoadedRecipe, run_dir: Path, init: str | None = None, quiet: bool = False) -> None:
+    def __init__(self, tg: TypedGraph, loaded: LoadedRecipe, run_dir: Path, init: str | None = None, quiet: bool = False) -> None:
         import graphc
 
-        self.tg, self.loaded, self.r = tg, lr, lr.recipe
+        self.tg, self.loaded, self.r = tg, loaded, loaded.recipe
         self.run_dir = run_dir
         self.quiet = quiet
         self.device = pick_device(self.r.device)
         if self.r.precision == "fp16" and self.device.type != "cuda":
-            raise TrainError(f"{lr.where('precision')}: fp16 needs a CUDA device (use bf16 on {self.device.type})", lr.pos("precision"))
+            raise TrainError(f"{loaded.where('precision')}: fp16 needs a CUDA device (use bf16 on {self.device.type})", loaded.pos("precision"))
         torch.manual_seed(self.r.seed)
-        self.data: Data = load_data(tg, lr, self.r.seed)
+        self.data: Data = load_data(tg, loaded, self.r.seed)
         self._check_outputs()
         self.gm = graphc.build(tg, seed=self.r.seed, device=self.device)
         if init:
             from graphc.weights import load_weights_from  # --map/--partial: through the transfer plan
 
             load_weights_from(self.gm, init, report_dir=run_dir)
-        self.adapters = apply_lora(self.gm, self.r.lora, lr) if self.r.lora else []
+        self.adapters = apply_lora(self.gm, self.r.lora, loaded) if self.r.lora else []
         self.mode = compile_mode(self.gm, self.r.compile)
         self.forward = compiled_forward(self.gm, self.mode)
-        self.opt = make_optimizer(self.gm, tg, self.r.optimizer, lr)  # lr: param_groups/unfreeze with positions
+        self.opt = make_optimizer(self.gm, tg, self.r.optimizer, loaded)  # loaded: param_groups/unfreeze with positions
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.r.precision == "fp16")
         self.bpe = len(self.data.train) // self.r.batch_size  # micro-batches per epoch (last partial dropped: static shapes)
         if self.bpe < self.r.grad_accum:
-            raise DataError(f"{lr.where('batch_size')}: {len(self.data.train)} training examples make no full step of "
-                            f"{self.r.grad_accum} x {self.r.batch_size}", lr.pos("batch_size"))
+            raise DataError(f"{loaded.where('batch_size')}: {len(self.data.train)} training examples make no full step of "
+                            f"{self.r.grad_accum} x {self.r.batch_size}", loaded.pos("batch_size"))
         self.spe = self.bpe // self.r.grad_accum  # optimizer steps per epoch
         self.total = self.r.steps or (self.r.epochs or 1) * self.spe
         self.eval_every = self.r.eval_every or self.spe
@@ -369,8 +369,8 @@ def train(
     spec_over, recipe_over = split_overrides(overrides)
     s = graphc.load_spec(spec, spec_over)
     tg = graphc.check(s)
-    lr = load_recipe(s, config, recipe_over)
-    trainer = Trainer(tg, lr, Path(run_dir), init=init, quiet=quiet)
+    loaded = load_recipe(s, config, recipe_over)
+    trainer = Trainer(tg, loaded, Path(run_dir), init=init, quiet=quiet)
     return trainer.run(resume=resume, force=force)
 
 
