@@ -291,12 +291,12 @@ def check_targets(tg: TypedGraph, loaded: LoadedRecipe, arrays: Arrays, source: 
             continue  # reported elsewhere (no such output / array)
         shape = outputs[out_name].concrete(sizes)
         where = f"{loaded.where(*path)}: {source}: target '{target}'"
-        out_name = f"{out_name}' {outputs[out_name]}"  # the spec's (symbolic) type, e.g. [B, 3]
+        output = f"'{out_name}' {outputs[out_name]}"  # with the spec's (symbolic) type: 'logits' [B, 3]
         pos = loaded.pos(*path)
         if kind in CLASS_LOSSES | CLASS_METRICS:
-            _check_classes(arrays[target], shape, where, kind, out_name, pos)
+            _check_classes(arrays[target], shape, where, kind, output, pos)
         else:
-            _check_values(arrays[target], shape, where, kind, out_name, pos)
+            _check_values(arrays[target], shape, where, kind, output, pos)
 
 
 def _bound_sizes(tg: TypedGraph, arrays: Arrays) -> dict[str, int]:
@@ -313,14 +313,14 @@ def _bound_sizes(tg: TypedGraph, arrays: Arrays) -> dict[str, int]:
     return sizes
 
 
-def _check_classes(arr: np.ndarray, out: tuple[int, ...], where: str, kind: str, out_name: str, pos: Pos) -> None:
+def _check_classes(arr: np.ndarray, out: tuple[int, ...], where: str, kind: str, output: str, pos: Pos) -> None:
     if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
         raise DataError(f"{where} has dtype {arr.dtype}, but {kind} needs integer class ids (0 .. {out[-1] - 1}) "
-                        f"for output '{out_name}", pos)
+                        f"for output {output}", pos)
     per = int(np.prod(arr.shape[1:], dtype=np.int64))
     want = int(np.prod(out[1:-1], dtype=np.int64))
     if per != want:
-        raise DataError(f"{where} has shape {list(arr.shape)}, but {kind} on output '{out_name} needs "
+        raise DataError(f"{where} has shape {list(arr.shape)}, but {kind} on output {output} needs "
                         f"{want} class id(s) per example (shape {_shown(out[1:-1])})", pos)
     if arr.size == 0:
         return
@@ -329,20 +329,20 @@ def _check_classes(arr: np.ndarray, out: tuple[int, ...], where: str, kind: str,
     if bad.any():
         first = np.argwhere(bad)[0]
         raise DataError(f"{where} has {int(bad.sum())} label(s) outside [0, {classes}) (min {int(arr.min())}, max {int(arr.max())}; "
-                        f"first at index {first.tolist()}): output '{out_name} has {classes} classes", pos)
+                        f"first at index {first.tolist()}): output {output} has {classes} classes", pos)
 
 
 def _shown(rest: tuple[int, ...]) -> str:
     return "[" + ", ".join(["N", *map(str, rest)]) + "]"
 
 
-def _check_values(arr: np.ndarray, out: tuple[int, ...], where: str, kind: str, out_name: str, pos: Pos) -> None:
+def _check_values(arr: np.ndarray, out: tuple[int, ...], where: str, kind: str, output: str, pos: Pos) -> None:
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise DataError(f"{where} has dtype {arr.dtype}, but {kind} needs numbers", pos)
     per = int(np.prod(arr.shape[1:], dtype=np.int64))
     want = int(np.prod(out[1:], dtype=np.int64))
     if per != want:
-        raise DataError(f"{where} has shape {list(arr.shape)}, but {kind} on output '{out_name} needs "
+        raise DataError(f"{where} has shape {list(arr.shape)}, but {kind} on output {output} needs "
                         f"{want} value(s) per example (shape {_shown(out[1:])})", pos)
     if kind == "bce" and arr.size and (arr.min() < 0 or arr.max() > 1):
         raise DataError(f"{where} has values in [{arr.min():g}, {arr.max():g}], but bce needs targets in [0, 1]", pos)
