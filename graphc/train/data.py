@@ -21,7 +21,7 @@ import torch
 
 from graphc.errors import DataError, Pos
 from graphc.graph.infer import TypedGraph
-from graphc.shapes import parse_dim
+from graphc.shapes import FLOAT_DTYPES, parse_dim
 from graphc.spec.model import InputDef
 from graphc.train.recipe import DataCfg, LoadedRecipe
 
@@ -222,7 +222,7 @@ def _check_input(name: str, arr: np.ndarray, inp: InputDef, pos: Pos, spec_pos: 
     """The array as a tensor of the input's dtype, or a one-line error naming both shapes."""
     want = [*inp.shape]
     ok = arr.ndim == len(want) and all(not isinstance(d, int) or d == s for d, s in zip(want[1:], arr.shape[1:]))
-    float_in = inp.dtype.startswith(("float", "bfloat"))
+    float_in = inp.dtype in FLOAT_DTYPES
     kind_ok = np.issubdtype(arr.dtype, np.floating if float_in else np.integer) or (float_in and np.issubdtype(arr.dtype, np.integer))
     if not ok or not kind_ok:
         dims = ", ".join(map(str, want))
