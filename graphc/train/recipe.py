@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from graphc.errors import Pos, SpecError
-from graphc.spec.load import Spec
+from graphc.spec.load import Spec, read_bounded
 from graphc.spec.overrides import apply_overrides
 from graphc.spec.pydantic_errors import report_validation_error
 from graphc.spec.yaml_loader import load_yaml, locate
@@ -217,7 +217,7 @@ def load_recipe(spec: Spec, config: str | Path | None = None, overrides: dict[st
     if config is not None:
         path = Path(config)
         try:
-            data = path.read_bytes()
+            data = read_bounded(path)  # a regular file of bounded size: a FIFO or /dev/zero is refused at once
         except OSError as e:
             raise SpecError(f"cannot read recipe: {e.strerror}", Pos(str(path))) from None
         root = load_yaml(data, str(path))
