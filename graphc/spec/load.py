@@ -1,4 +1,4 @@
-"""Loading a spec: YAML with positions, includes, ``--set`` overrides, params, top level.
+"""Loading a spec: YAML with positions, includes, ``--set`` overrides (:mod:`graphc.spec.overrides`), params, top level.
 
 :func:`load_spec` is the one public entry; it returns a :class:`Spec` whose blocks and nodes
 are still raw (with positions).  :mod:`graphc.spec.expand` turns those into flat nodes.
@@ -10,7 +10,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -21,7 +21,7 @@ from graphc.errors import Collector, Pos, SpecError
 from graphc.spec.expr import ExprError, TextBudgetError, has_expr, substitute, text_budget
 from graphc.spec.limits import MAX_FILE_BYTES
 from graphc.spec.model import FORMAT_VERSION, SpecDoc
-from graphc.spec.overrides import apply_overrides, parse_overrides
+from graphc.spec.overrides import Overrides, apply_overrides, parse_overrides
 from graphc.spec.pydantic_errors import report_validation_error
 from graphc.spec.yaml_loader import YMap, YSeq, load_yaml, locate
 
@@ -41,7 +41,7 @@ class Spec:
     overrides: dict[str, str] = field(default_factory=dict)
     source: Any = None  # what load_spec was given (path, text or dict), to re-load with more overrides
 
-    def with_overrides(self, overrides: Mapping[str, Any] | Sequence[str] | None) -> Spec:
+    def with_overrides(self, overrides: Overrides) -> Spec:
         """This spec loaded again from its source with ``overrides`` on top of its own."""
         if not overrides:
             return self
@@ -57,7 +57,7 @@ class Spec:
 
 def load_spec(
     source: str | FsPath | Mapping[str, Any],
-    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    overrides: Overrides = None,
 ) -> Spec:
     """Load and validate a spec's top level.
 
@@ -75,7 +75,7 @@ def load_spec(
         return _load(source, overrides)
 
 
-def _load(source: str | FsPath | Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None) -> Spec:
+def _load(source: str | FsPath | Mapping[str, Any], overrides: Overrides) -> Spec:
     raw, file, data = _read(source)
     blocks = _collect_blocks(raw, file, stack=[])
     over = parse_overrides(overrides)

@@ -25,7 +25,7 @@ from graphc.spec.yaml_loader import load_yaml, locate, plain_scalar
 
 SET = Pos("<--set>")  # where an override's own mistakes are reported
 
-Overrides = Mapping[str, Any] | Sequence[str] | None
+Overrides = Mapping[str, Any] | Sequence[str] | None  # ["KEY=VALUE", ...] from --set, or a mapping from Python
 
 
 def parse_overrides(overrides: Overrides) -> dict[str, Any]:
