@@ -171,8 +171,9 @@ class Collector:
     def error(self, message: str, pos: Pos) -> None:
         self.errors.append(Diagnostic(pos, message))
 
-    def add(self, exc: GraphcError) -> None:
-        self.errors.extend(exc.diagnostics)
+    def extend(self, diagnostics: Iterable[Diagnostic]) -> None:
+        """Take over errors found elsewhere (another phase's, or a :class:`GraphcError`'s ``.diagnostics``)."""
+        self.errors.extend(diagnostics)
 
     def warn(self, message: str, pos: Pos) -> None:
         self.warnings.append(Diagnostic(pos, message, "warning"))

@@ -24,7 +24,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any new file
+    os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; the result should look like any new file
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
@@ -36,7 +36,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's umask (the only way to read it is to set it and put it back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -45,11 +46,6 @@ def _umask() -> int:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-
-
-def write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def write_with(path: str | Path, writer: Callable[[Path], object]) -> None:

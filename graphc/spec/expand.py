@@ -92,8 +92,8 @@ class Expander:
             if not name.isidentifier():
                 self.errors.error(f"inputs.{name}: an input name must be an identifier", pos)
             self.nodes[name] = FlatNode(name, "input", pos, f"inputs.{name}")
-            self.errors.errors.extend(naming.input_dims_errors(spec, name, inp.shape, inp.example))
-        self.errors.errors.extend(naming.identifier_clashes(spec))
+            self.errors.extend(naming.input_dims_errors(spec, name, inp.shape, inp.example))
+        self.errors.extend(naming.identifier_clashes(spec))
         top = _Scope("", spec.params, ("nodes",), spec.raw.get("nodes"))
         for name in spec.doc.inputs:
             top.entries[name] = _Entry("input", flat=name, state="done")
@@ -276,7 +276,7 @@ class Expander:
             model = node_adapter().validate_python(data)
         except ValidationError as e:
             model_cls = node_model(REGISTRY[op_name].cls)
-            self.errors.errors.extend(report_validation_error(e, raw, path, model=model_cls, scope=scope.prefix, strip_tag=True))
+            self.errors.extend(report_validation_error(e, raw, path, model=model_cls, scope=scope.prefix, strip_tag=True))
             return
         node = FlatNode(entry.flat, "op", pos, where, scope.prefix, model)
         node.outputs = model.output_names()
@@ -448,7 +448,7 @@ class Expander:
             try:
                 self.block_defs[name] = BlockDef.model_validate(raw)
             except ValidationError as e:
-                self.errors.errors.extend(report_validation_error(e, raw, ("blocks", name), model=BlockDef))
+                self.errors.extend(report_validation_error(e, raw, ("blocks", name), model=BlockDef))
                 self.block_defs[name] = None
         return self.block_defs[name]
 
@@ -464,7 +464,7 @@ class Expander:
         except ExprError:
             return
         except ValidationError as e:
-            self.errors.errors.extend(report_validation_error(e, raw, path, model=BlockCall, scope=scope.prefix))
+            self.errors.extend(report_validation_error(e, raw, path, model=BlockCall, scope=scope.prefix))
             return
         wrong = blocks.target_error(call, self.spec.blocks, self.block_stack, raw, where, scope.prefix)
         if wrong is not None:
@@ -474,7 +474,7 @@ class Expander:
         if bdef is None:
             return
         params, errors = blocks.call_params(call, bdef, raw, where, scope.prefix)
-        self.errors.errors.extend(errors)
+        self.errors.extend(errors)
         if params is None:
             return
         inputs = self.call_inputs(scope, call, bdef, raw, where, previous)
@@ -485,7 +485,7 @@ class Expander:
             return
         if reps == 0:
             entry.passthrough, errors = blocks.pass_through(call, bdef, inputs, raw, where, scope.prefix)
-            self.errors.errors.extend(errors)
+            self.errors.extend(errors)
             return
         block_raw = self.spec.blocks[call.block]
         self.block_stack.append(call.block)
@@ -515,12 +515,12 @@ class Expander:
         """
         reps = call.repeat or 1
         if reps > MAX_REPEAT.value:
-            self.errors.add(MAX_REPEAT.exceeded(f"{scope.at(f'{where}.repeat')}: repeat {reps:,}", locate(raw, ("repeat",))))
+            self.errors.extend(MAX_REPEAT.exceeded(f"{scope.at(f'{where}.repeat')}: repeat {reps:,}", locate(raw, ("repeat",))).diagnostics)
             return False
         total = len(self.nodes) + reps * blocks.block_size(self.spec.blocks, call.block, self.block_sizes)
         if total > MAX_NODES.value:
-            self.errors.add(MAX_NODES.exceeded(f"{scope.at(where)}: block '{call.block}' would make the spec {total:,} nodes",
-                                               locate(raw, ("repeat",)) if "repeat" in raw else locate(raw, ("block",))))
+            self.errors.extend(MAX_NODES.exceeded(f"{scope.at(where)}: block '{call.block}' would make the spec {total:,} nodes",
+                                               locate(raw, ("repeat",)) if "repeat" in raw else locate(raw, ("block",))).diagnostics)
             self.nodes.clear()  # the partial check that follows must not walk a huge graph
             self.errors.raise_if_any()
         return True
@@ -529,13 +529,13 @@ class Expander:
         """The node limit holds for a spec that spells out every node too (no blocks)."""
         total = len(self.nodes) + len(top.order)
         if total > MAX_NODES.value:
-            self.errors.add(MAX_NODES.exceeded(f"nodes: the spec has {total:,} nodes", locate(self.spec.raw, ("nodes",), key=True)))
+            self.errors.extend(MAX_NODES.exceeded(f"nodes: the spec has {total:,} nodes", locate(self.spec.raw, ("nodes",), key=True)).diagnostics)
             self.errors.raise_if_any()
 
     def call_inputs(self, scope: _Scope, call: BlockCall, bdef: BlockDef, raw: YMap, where: str, previous: str | None) -> list[Ref] | None:
         """A call's inputs, checked against the block's and resolved, or None (reported)."""
         items, errors = blocks.call_input_refs(call, bdef, raw, where, scope.prefix, previous)
-        self.errors.errors.extend(errors)
+        self.errors.extend(errors)
         if items is None:
             return None
         refs = [self.resolve(scope, r, p, f"{where}.in") for r, p in items]

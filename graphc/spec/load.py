@@ -1,4 +1,4 @@
-"""Loading a spec: YAML with positions, includes, ``--set`` overrides, params, top level.
+"""Loading a spec: YAML with positions, includes, ``--set`` overrides (:mod:`graphc.spec.overrides`), params, top level.
 
 :func:`load_spec` is the one public entry; it returns a :class:`Spec` whose blocks and nodes
 are still raw (with positions).  :mod:`graphc.spec.expand` turns those into flat nodes.
@@ -10,17 +10,18 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
 from pydantic import ValidationError
 
-from graphc.errors import Collector, Pos, SpecError, did_you_mean
+from graphc.errors import Collector, Pos, SpecError
 from graphc.spec.expr import ExprError, TextBudgetError, has_expr, substitute, text_budget
 from graphc.spec.limits import MAX_FILE_BYTES
 from graphc.spec.model import FORMAT_VERSION, SpecDoc
+from graphc.spec.overrides import Overrides, apply_overrides, parse_overrides
 from graphc.spec.pydantic_errors import report_validation_error
 from graphc.spec.yaml_loader import YMap, YSeq, load_yaml, locate
 
@@ -40,11 +41,11 @@ class Spec:
     overrides: dict[str, str] = field(default_factory=dict)
     source: Any = None  # what load_spec was given (path, text or dict), to re-load with more overrides
 
-    def with_overrides(self, overrides: Mapping[str, Any] | Sequence[str] | None) -> Spec:
+    def with_overrides(self, overrides: Overrides) -> Spec:
         """This spec loaded again from its source with ``overrides`` on top of its own."""
         if not overrides:
             return self
-        return load_spec(self.source, {**self.overrides, **_normalize_overrides(overrides)})
+        return load_spec(self.source, {**self.overrides, **parse_overrides(overrides)})
 
     @property
     def name(self) -> str:
@@ -56,7 +57,7 @@ class Spec:
 
 def load_spec(
     source: str | FsPath | Mapping[str, Any],
-    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    overrides: Overrides = None,
 ) -> Spec:
     """Load and validate a spec's top level.
 
@@ -74,11 +75,11 @@ def load_spec(
         return _load(source, overrides)
 
 
-def _load(source: str | FsPath | Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None) -> Spec:
+def _load(source: str | FsPath | Mapping[str, Any], overrides: Overrides) -> Spec:
     raw, file, data = _read(source)
     blocks = _collect_blocks(raw, file, stack=[])
-    over = _normalize_overrides(overrides)
-    _apply_overrides(raw, over)
+    over = parse_overrides(overrides)
+    apply_overrides(raw, over)
     params = resolve_params(raw)
     top = _substitute_top(raw, params)
     _check_version(raw)
@@ -214,79 +215,6 @@ def _display(path: FsPath) -> str:
         return str(path.relative_to(FsPath.cwd()))
     except ValueError:
         return str(path)
-
-
-def _normalize_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
-    if not overrides:
-        return {}
-    if isinstance(overrides, Mapping):
-        return dict(overrides)
-    out: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SpecError(f"--set expects KEY=VALUE, got '{item}'", Pos("<--set>"))
-        out[key.strip()] = value
-    return out
-
-
-def _apply_overrides(raw: YMap, overrides: Mapping[str, Any]) -> None:
-    """Replace values in the raw spec; text values are typed like the value they replace."""
-    for key, value in overrides.items():
-        parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
-        if parts[0] not in raw and "params" in raw and isinstance(raw["params"], dict) and parts[0] in raw["params"]:
-            parts.insert(0, "params")
-        if parts[0] not in raw:
-            params = list(raw["params"]) if isinstance(raw.get("params"), dict) else []
-            hint = did_you_mean(str(parts[0]), [*params, *raw])
-            raise SpecError(f"--set {key}: '{parts[0]}' is neither a param nor a top-level key of the spec{hint}", Pos("<--set>"))
-        node: Any = raw
-        for i, part in enumerate(parts[:-1]):
-            node = _child(node, part, key, parts[: i + 1])
-        last = parts[-1]
-        old = _child(node, last, key, parts)
-        pos = locate(raw, tuple(parts))
-        node[last] = _typed_like(old, value, key, pos)
-
-
-def _child(node: Any, part: str | int, key: str, path: Sequence[str | int]) -> Any:
-    if isinstance(node, dict) and isinstance(part, str) and part in node:
-        return node[part]
-    if isinstance(node, list) and isinstance(part, int) and part < len(node):
-        return node[part]
-    choices = list(node) if isinstance(node, dict) else []
-    where = ".".join(str(p) for p in path)
-    raise SpecError(f"--set {key}: '{where}' is not in the spec{did_you_mean(str(part), choices)}", Pos("<--set>"))
-
-
-def _typed_like(old: Any, value: Any, key: str, pos: Pos) -> Any:
-    if not isinstance(value, str) or (has_expr(old) and not isinstance(old, str)):
-        return value
-    if isinstance(old, bool):
-        if value.lower() in ("true", "false"):
-            return value.lower() == "true"
-    elif isinstance(old, int):
-        try:
-            return int(value)
-        except ValueError:
-            pass
-    elif isinstance(old, float):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    elif isinstance(old, str):
-        return value
-    else:
-        from graphc.spec.yaml_loader import _plain_scalar
-
-        try:
-            return _plain_scalar(value)
-        except ValueError as e:  # an integer wider than 64 bits
-            raise SpecError(f"--set {key}: {e}", pos) from None
-    if has_expr(value):
-        return value
-    raise SpecError(f"--set {key}={value}: expected {type(old).__name__} like the value it replaces ({old!r})", pos)
 
 
 def resolve_params(raw: YMap) -> dict[str, Any]:

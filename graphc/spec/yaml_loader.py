@@ -105,7 +105,7 @@ _MAP_TAGS = {None, "!", "tag:yaml.org,2002:map"}
 _SEQ_TAGS = {None, "!", "tag:yaml.org,2002:seq"}
 
 
-def _plain_scalar(value: str) -> Any:
+def plain_scalar(value: str) -> Any:
     """Resolve an untagged plain scalar by the YAML 1.2 core schema.
 
     Raises:
@@ -136,7 +136,7 @@ def _tagged_scalar(tag: str, value: str, pos: Pos) -> Any:
     if tag == _STR_TAG:
         return value
     try:
-        resolved = _plain_scalar(value)
+        resolved = plain_scalar(value)
     except ValueError as e:
         raise SpecError(str(e), pos) from None
     expect = {
@@ -244,7 +244,7 @@ class _Builder:
             tag = ev.tag
             if tag in (None, "!") or (ev.implicit[0] and tag is None):
                 try:
-                    value = ev.value if (ev.style or tag == "!") else _plain_scalar(ev.value)
+                    value = ev.value if (ev.style or tag == "!") else plain_scalar(ev.value)
                 except ValueError as e:
                     raise SpecError(str(e), pos) from None
             elif tag in _SCALAR_TAGS:

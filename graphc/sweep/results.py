@@ -138,8 +138,8 @@ def write_best(study_dir: Path, spec: Spec, config: str | None, values: dict[str
     and the recipe keeps its own training length (a trial's shortened length is a sweep
     setting, not part of the configuration).
     """
+    from graphc.spec.overrides import apply_overrides
     from graphc.sweep.study import _recipe_root
-    from graphc.train.recipe import _apply
 
     full = {**fixed, **values}
     spec_over, recipe_over = split_values(full)
@@ -147,7 +147,7 @@ def write_best(study_dir: Path, spec: Spec, config: str | None, values: dict[str
     spec_doc = _plain(s.raw)
     spec_doc.pop("train", None)
     recipe = _plain(s.doc.train if config is None else _recipe_root(s, config))
-    _apply(recipe, recipe_over)
+    apply_overrides(recipe, recipe_over, create=True, prefix="train.")
     out = study_dir / "best"
     header = "# written by graphc sweep: the best configuration of the study\n"
     write_text(out / "spec.yaml", header + yaml.safe_dump(spec_doc, sort_keys=False))

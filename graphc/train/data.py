@@ -21,7 +21,7 @@ import torch
 
 from graphc.errors import DataError, Pos
 from graphc.graph.infer import TypedGraph
-from graphc.shapes import parse_dim
+from graphc.shapes import FLOAT_DTYPES, parse_dim
 from graphc.spec.model import InputDef
 from graphc.train.recipe import DataCfg, LoadedRecipe
 
@@ -197,10 +197,10 @@ def _csv_features(arrays: Arrays, name: str, targets: set[str]) -> Arrays:
     return {**{k: v for k, v in arrays.items() if k in targets}, name: x}
 
 
-def _resolve(arrays: Arrays, inputs: dict[str, InputDef], targets: set[str], lr: LoadedRecipe) -> Arrays:
+def _resolve(arrays: Arrays, inputs: dict[str, InputDef], targets: set[str], loaded: LoadedRecipe) -> Arrays:
     """The arrays the run needs, under the spec's input names and the recipe's target names."""
-    cfg = lr.recipe.data
-    pos = lr.pos("data", "dataset")
+    cfg = loaded.recipe.data
+    pos = loaded.pos("data", "dataset")
     out: Arrays = {}
     primary = [k for k in arrays if k not in targets]
     for name in [*inputs, *sorted(targets)]:
@@ -209,12 +209,12 @@ def _resolve(arrays: Arrays, inputs: dict[str, InputDef], targets: set[str], lr:
             src = primary[0]  # one input, one feature array: they go together whatever their names
         if src not in arrays:
             have = ", ".join(sorted(arrays))
-            raise DataError(f"{lr.where('data')}: dataset '{cfg.dataset}' has no array '{src}' for '{name}' (it has: {have}); map it with data.map", pos)
+            raise DataError(f"{loaded.where('data')}: dataset '{cfg.dataset}' has no array '{src}' for '{name}' (it has: {have}); map it with data.map", pos)
         out[name] = arrays[src]
     n = {len(v) for v in out.values()}
     if len(n) != 1:
         sizes = ", ".join(f"{k}: {len(v)}" for k, v in out.items())
-        raise DataError(f"{lr.where('data')}: arrays have different numbers of examples ({sizes})", pos)
+        raise DataError(f"{loaded.where('data')}: arrays have different numbers of examples ({sizes})", pos)
     return out
 
 
@@ -222,7 +222,7 @@ def _check_input(name: str, arr: np.ndarray, inp: InputDef, pos: Pos, spec_pos: 
     """The array as a tensor of the input's dtype, or a one-line error naming both shapes."""
     want = [*inp.shape]
     ok = arr.ndim == len(want) and all(not isinstance(d, int) or d == s for d, s in zip(want[1:], arr.shape[1:]))
-    float_in = inp.dtype.startswith(("float", "bfloat"))
+    float_in = inp.dtype in FLOAT_DTYPES
     kind_ok = np.issubdtype(arr.dtype, np.floating if float_in else np.integer) or (float_in and np.issubdtype(arr.dtype, np.integer))
     if not ok or not kind_ok:
         dims = ", ".join(map(str, want))
@@ -235,21 +235,21 @@ def _target(arr: np.ndarray) -> torch.Tensor:
     return t.long() if not t.is_floating_point() else t.float()
 
 
-def load_data(tg: TypedGraph, lr: LoadedRecipe, seed: int) -> Data:
+def load_data(tg: TypedGraph, loaded: LoadedRecipe, seed: int) -> Data:
     """Load, check and split the recipe's data for the spec in ``tg``.
 
     Raises:
         DataError: a missing/corrupt file, a missing array, or a shape/dtype that disagrees
             with the spec's inputs (one line naming the input and both shapes).
     """
-    cfg = lr.recipe.data
+    cfg = loaded.recipe.data
     inputs = dict(tg.flat.spec.doc.inputs)
-    targets = {t.target for t in lr.recipe.loss_terms} | {m.target for m in lr.recipe.metric_cfgs if m.target}
-    pos = lr.pos("data", "dataset")
+    targets = {t.target for t in loaded.recipe.loss_terms} | {m.target for m in loaded.recipe.metric_cfgs if m.target}
+    pos = loaded.pos("data", "dataset")
     if cfg.dataset in BUILTIN:
         arrays = BUILTIN[cfg.dataset](cfg, inputs)
     elif Path(cfg.dataset).suffix in (".npz", ".csv", ".safetensors"):
-        base = Path(lr.file).parent if not lr.file.startswith("<") else Path.cwd()
+        base = Path(loaded.file).parent if not loaded.file.startswith("<") else Path.cwd()
         path = Path(cfg.dataset) if Path(cfg.dataset).is_absolute() else base / cfg.dataset
         if not path.exists() and Path(cfg.dataset).exists():
             path = Path(cfg.dataset)
@@ -257,9 +257,9 @@ def load_data(tg: TypedGraph, lr: LoadedRecipe, seed: int) -> Data:
         if path.suffix == ".csv" and len(inputs) == 1:
             arrays = _csv_features(arrays, next(iter(inputs)), {cfg.map.get(t, t) for t in targets})
     else:
-        raise DataError(f"{lr.where('data', 'dataset')}: unknown dataset '{cfg.dataset}' (built-in: {', '.join(BUILTIN)}; or a .npz/.csv/.safetensors path)", pos)
-    arrays = _resolve(arrays, inputs, targets, lr)
-    check_targets(tg, lr, arrays, str(path) if cfg.dataset not in BUILTIN else f"dataset '{cfg.dataset}'")
+        raise DataError(f"{loaded.where('data', 'dataset')}: unknown dataset '{cfg.dataset}' (built-in: {', '.join(BUILTIN)}; or a .npz/.csv/.safetensors path)", pos)
+    arrays = _resolve(arrays, inputs, targets, loaded)
+    check_targets(tg, loaded, arrays, str(path) if cfg.dataset not in BUILTIN else f"dataset '{cfg.dataset}'")
     tensors = {k: _check_input(k, v, inputs[k], pos, tg.flat.spec.pos("inputs", k)) for k, v in arrays.items() if k in inputs}
     tensors |= {k: _target(v) for k, v in arrays.items() if k not in inputs}
     splits = _split(tensors, cfg.split, cfg.seed if cfg.seed is not None else seed)
@@ -273,7 +273,7 @@ CLASS_LOSSES = {"cross_entropy"}
 CLASS_METRICS = {"accuracy", "top_k", "perplexity", "f1"}
 
 
-def check_targets(tg: TypedGraph, lr: LoadedRecipe, arrays: Arrays, source: str) -> None:
+def check_targets(tg: TypedGraph, loaded: LoadedRecipe, arrays: Arrays, source: str) -> None:
     """Every loss term's and metric's target against its output, before step 0.
 
     Class targets (cross-entropy, accuracy, ...) must be integer ids, one per position of the
@@ -283,20 +283,20 @@ def check_targets(tg: TypedGraph, lr: LoadedRecipe, arrays: Arrays, source: str)
     """
     outputs = tg.output_types()
     sizes = _bound_sizes(tg, arrays)
-    terms: list[tuple[str, str, str, tuple[str | int, ...]]] = [(t.type, t.output, t.target, ("loss", i) if isinstance(lr.recipe.loss, list) else ("loss",))
-             for i, t in enumerate(lr.recipe.loss_terms)]
-    terms += [(m.type, m.output or "", m.target or "", ("metrics", i)) for i, m in enumerate(lr.recipe.metric_cfgs)]
+    terms: list[tuple[str, str, str, tuple[str | int, ...]]] = [(t.type, t.output, t.target, ("loss", i) if isinstance(loaded.recipe.loss, list) else ("loss",))
+             for i, t in enumerate(loaded.recipe.loss_terms)]
+    terms += [(m.type, m.output or "", m.target or "", ("metrics", i)) for i, m in enumerate(loaded.recipe.metric_cfgs)]
     for kind, out_name, target, path in terms:
         if out_name not in outputs or target not in arrays:
             continue  # reported elsewhere (no such output / array)
         shape = outputs[out_name].concrete(sizes)
-        where = f"{lr.where(*path)}: {source}: target '{target}'"
-        out_name = f"{out_name}' {outputs[out_name]}"  # the spec's (symbolic) type, e.g. [B, 3]
-        pos = lr.pos(*path)
+        where = f"{loaded.where(*path)}: {source}: target '{target}'"
+        output = f"'{out_name}' {outputs[out_name]}"  # with the spec's (symbolic) type: 'logits' [B, 3]
+        pos = loaded.pos(*path)
         if kind in CLASS_LOSSES | CLASS_METRICS:
-            _check_classes(arrays[target], shape, where, kind, out_name, pos)
+            _check_classes(arrays[target], shape, where, kind, output, pos)
         else:
-            _check_values(arrays[target], shape, where, kind, out_name, pos)
+            _check_values(arrays[target], shape, where, kind, output, pos)
 
 
 def _bound_sizes(tg: TypedGraph, arrays: Arrays) -> dict[str, int]:
@@ -313,14 +313,14 @@ def _bound_sizes(tg: TypedGraph, arrays: Arrays) -> dict[str, int]:
     return sizes
 
 
-def _check_classes(arr: np.ndarray, out: tuple[int, ...], where: str, kind: str, out_name: str, pos: Pos) -> None:
+def _check_classes(arr: np.ndarray, out: tuple[int, ...], where: str, kind: str, output: str, pos: Pos) -> None:
     if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
         raise DataError(f"{where} has dtype {arr.dtype}, but {kind} needs integer class ids (0 .. {out[-1] - 1}) "
-                        f"for output '{out_name}", pos)
+                        f"for output {output}", pos)
     per = int(np.prod(arr.shape[1:], dtype=np.int64))
     want = int(np.prod(out[1:-1], dtype=np.int64))
     if per != want:
-        raise DataError(f"{where} has shape {list(arr.shape)}, but {kind} on output '{out_name} needs "
+        raise DataError(f"{where} has shape {list(arr.shape)}, but {kind} on output {output} needs "
                         f"{want} class id(s) per example (shape {_shown(out[1:-1])})", pos)
     if arr.size == 0:
         return
@@ -329,20 +329,20 @@ def _check_classes(arr: np.ndarray, out: tuple[int, ...], where: str, kind: str,
     if bad.any():
         first = np.argwhere(bad)[0]
         raise DataError(f"{where} has {int(bad.sum())} label(s) outside [0, {classes}) (min {int(arr.min())}, max {int(arr.max())}; "
-                        f"first at index {first.tolist()}): output '{out_name} has {classes} classes", pos)
+                        f"first at index {first.tolist()}): output {output} has {classes} classes", pos)
 
 
 def _shown(rest: tuple[int, ...]) -> str:
     return "[" + ", ".join(["N", *map(str, rest)]) + "]"
 
 
-def _check_values(arr: np.ndarray, out: tuple[int, ...], where: str, kind: str, out_name: str, pos: Pos) -> None:
+def _check_values(arr: np.ndarray, out: tuple[int, ...], where: str, kind: str, output: str, pos: Pos) -> None:
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise DataError(f"{where} has dtype {arr.dtype}, but {kind} needs numbers", pos)
     per = int(np.prod(arr.shape[1:], dtype=np.int64))
     want = int(np.prod(out[1:], dtype=np.int64))
     if per != want:
-        raise DataError(f"{where} has shape {list(arr.shape)}, but {kind} on output '{out_name} needs "
+        raise DataError(f"{where} has shape {list(arr.shape)}, but {kind} on output {output} needs "
                         f"{want} value(s) per example (shape {_shown(out[1:])})", pos)
     if kind == "bce" and arr.size and (arr.min() < 0 or arr.max() > 1):
         raise DataError(f"{where} has values in [{arr.min():g}, {arr.max():g}], but bce needs targets in [0, 1]", pos)

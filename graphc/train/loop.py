@@ -90,19 +90,19 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 class Trainer:
     """Holds a run's model, optimizer and state; :meth:`run` trains to the end."""
 
-    def __init__(self, tg: TypedGraph, lr: LoadedRecipe, run_dir: Path, init: str | None = None, quiet: bool = False) -> None:
+    def __init__(self, tg: TypedGraph, loaded: LoadedRecipe, run_dir: Path, init: str | None = None, quiet: bool = False) -> None:
         import graphc
 
-        self.tg, self.loaded, self.r = tg, lr, lr.recipe
+        self.tg, self.loaded, self.recipe = tg, loaded, loaded.recipe
         self.run_dir = run_dir
         self.quiet = quiet
-        self.device = pick_device(self.r.device)
-        if self.r.precision == "fp16" and self.device.type != "cuda":
-            raise TrainError(f"{lr.where('precision')}: fp16 needs a CUDA device (use bf16 on {self.device.type})", lr.pos("precision"))
-        torch.manual_seed(self.r.seed)
-        self.data: Data = load_data(tg, lr, self.r.seed)
+        self.device = pick_device(self.recipe.device)
+        if self.recipe.precision == "fp16" and self.device.type != "cuda":
+            raise TrainError(f"{loaded.where('precision')}: fp16 needs a CUDA device (use bf16 on {self.device.type})", loaded.pos("precision"))
+        torch.manual_seed(self.recipe.seed)
+        self.data: Data = load_data(tg, loaded, self.recipe.seed)
         self._check_outputs()
-        self.gm = graphc.build(tg, seed=self.r.seed, device=self.device)
+        self.gm = graphc.build(tg, seed=self.recipe.seed, device=self.device)
         self.init_plan: Any = None  # a --map/--partial load's plan, written once the run folder is claimed
         if init:
             from graphc.weights import WeightSource, load_into, load_weights_from
@@ -111,33 +111,33 @@ class Trainer:
                 self.init_plan = load_into(self.gm, init, tg)
             else:
                 load_weights_from(self.gm, init)
-        self.adapters = apply_lora(self.gm, self.r.lora, lr) if self.r.lora else []
-        self.mode = compile_mode(self.gm, self.r.compile)
+        self.adapters = apply_lora(self.gm, self.recipe.lora, loaded) if self.recipe.lora else []
+        self.mode = compile_mode(self.gm, self.recipe.compile)
         self.forward = compiled_forward(self.gm, self.mode)
-        self.opt = make_optimizer(self.gm, tg, self.r.optimizer, lr)  # lr: param_groups/unfreeze with positions
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.r.precision == "fp16")
-        self.bpe = len(self.data.train) // self.r.batch_size  # micro-batches per epoch (last partial dropped: static shapes)
-        if self.bpe < self.r.grad_accum:
-            raise DataError(f"{lr.where('batch_size')}: {len(self.data.train)} training examples make no full step of "
-                            f"{self.r.grad_accum} x {self.r.batch_size}", lr.pos("batch_size"))
-        self.spe = self.bpe // self.r.grad_accum  # optimizer steps per epoch
-        self.total = self.r.steps or (self.r.epochs or 1) * self.spe
-        self.eval_every = self.r.eval_every or self.spe
-        self.schedule = Schedule(self.r.schedule, self.r.optimizer.lr, self.total)
-        self.columns = ["epoch", "step", "lr", "train_loss", "val_loss", *(f"val_{m.column}" for m in self.r.metric_cfgs)]
+        self.opt = make_optimizer(self.gm, tg, self.recipe.optimizer, loaded)  # loaded: param_groups/unfreeze with positions
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.recipe.precision == "fp16")
+        self.bpe = len(self.data.train) // self.recipe.batch_size  # micro-batches per epoch (last partial dropped: static shapes)
+        if self.bpe < self.recipe.grad_accum:
+            raise DataError(f"{loaded.where('batch_size')}: {len(self.data.train)} training examples make no full step of "
+                            f"{self.recipe.grad_accum} x {self.recipe.batch_size}", loaded.pos("batch_size"))
+        self.spe = self.bpe // self.recipe.grad_accum  # optimizer steps per epoch
+        self.total = self.recipe.steps or (self.recipe.epochs or 1) * self.spe
+        self.eval_every = self.recipe.eval_every or self.spe
+        self.schedule = Schedule(self.recipe.schedule, self.recipe.optimizer.lr, self.total)
+        self.columns = ["epoch", "step", "lr", "train_loss", "val_loss", *(f"val_{m.column}" for m in self.recipe.metric_cfgs)]
         # trainer state (all of it goes into each checkpoint)
         self.step = 0
         self.history: list[dict[str, float]] = []
-        self.best_value, self.best_step = math.inf if self.r.best_mode == "min" else -math.inf, 0
-        self.es_best, self.es_bad = math.inf if (self.r.early_stopping and self.r.early_stopping.mode == "min") else -math.inf, 0
+        self.best_value, self.best_step = math.inf if self.recipe.best_mode == "min" else -math.inf, 0
+        self.es_best, self.es_bad = math.inf if (self.recipe.early_stopping and self.recipe.early_stopping.mode == "min") else -math.inf, 0
         self.bad_steps = 0
         self.loss_sum, self.loss_n = 0.0, 0
 
     def _check_outputs(self) -> None:
         outs = set(self.tg.flat.outputs)
-        for i, t in enumerate(self.r.loss_terms):
+        for i, t in enumerate(self.recipe.loss_terms):
             if t.output not in outs:
-                path = ("loss", i, "output") if isinstance(self.r.loss, list) else ("loss", "output")
+                path = ("loss", i, "output") if isinstance(self.recipe.loss, list) else ("loss", "output")
                 raise TrainError(f"{self.loaded.where(*map(str, path))}: the spec has no output '{t.output}' (outputs: {', '.join(sorted(outs))})",
                                  self.loaded.pos(*path))
 
@@ -169,9 +169,9 @@ class Trainer:
     def micro_batches(self, step: int) -> Iterator[dict[str, torch.Tensor]]:
         """The ``grad_accum`` micro-batches of optimizer step ``step`` (a pure function of it)."""
         epoch, pos = divmod(step, self.spe)
-        perm = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(self.r.seed * 1_000_003 + epoch))
-        bs = self.r.batch_size
-        for i in range(pos * self.r.grad_accum, (pos + 1) * self.r.grad_accum):
+        perm = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + epoch))
+        bs = self.recipe.batch_size
+        for i in range(pos * self.recipe.grad_accum, (pos + 1) * self.recipe.grad_accum):
             yield {k: v.to(self.device, non_blocking=True) for k, v in self.data.train.batch(perm[i * bs : (i + 1) * bs]).items()}
 
     def outputs(self, fwd: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -187,16 +187,16 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         total = 0.0
         for batch in self.micro_batches(self.step):
-            with _autocast(self.device, self.r.precision):
-                loss = total_loss(self.outputs(self.forward, batch), batch, self.r.loss_terms) / self.r.grad_accum
+            with _autocast(self.device, self.recipe.precision):
+                loss = total_loss(self.outputs(self.forward, batch), batch, self.recipe.loss_terms) / self.recipe.grad_accum
             value = float(loss.detach())
             if not math.isfinite(value):
                 return self._skip(value)
             self.scaler.scale(loss).backward()
             total += value
-        if self.r.clip_grad is not None:
+        if self.recipe.clip_grad is not None:
             self.scaler.unscale_(self.opt)
-            torch.nn.utils.clip_grad_norm_(self.gm.parameters(), self.r.clip_grad)
+            torch.nn.utils.clip_grad_norm_(self.gm.parameters(), self.recipe.clip_grad)
         self.scaler.step(self.opt)
         self.scaler.update()
         return total
@@ -204,13 +204,13 @@ class Trainer:
     def _skip(self, value: float) -> float:
         self.opt.zero_grad(set_to_none=True)
         self.bad_steps += 1
-        if self.bad_steps > self.r.max_bad_steps:
+        if self.bad_steps > self.recipe.max_bad_steps:
             raise TrainError(f"step {self.step}: loss is {value} ({self.bad_steps} non-finite losses, limit "
-                             f"{self.loaded.where('max_bad_steps')}={self.r.max_bad_steps}); stopped", self.loaded.pos())
+                             f"{self.loaded.where('max_bad_steps')}={self.recipe.max_bad_steps}); stopped", self.loaded.pos())
         if not self.quiet:
             import sys
 
-            print(f"warning: step {self.step}: loss is {value}; step skipped ({self.bad_steps}/{self.r.max_bad_steps})", file=sys.stderr)
+            print(f"warning: step {self.step}: loss is {value}; step skipped ({self.bad_steps}/{self.recipe.max_bad_steps})", file=sys.stderr)
         return value
 
     # --- evaluation ---------------------------------------------------------------------------
@@ -219,17 +219,17 @@ class Trainer:
     def evaluate(self, split: Split, prefix: str) -> dict[str, float]:
         """Mean loss and every metric over ``split`` (eager: no recompiles for eval shapes)."""
         self.gm.eval()
-        ms = MetricState(self.r.metric_cfgs)
+        ms = MetricState(self.recipe.metric_cfgs)
         loss_sum, n = 0.0, 0
-        bs = self.r.eval_batch_size or 4 * self.r.batch_size
+        bs = self.recipe.eval_batch_size or 4 * self.recipe.batch_size
         idx = torch.arange(len(split))
-        batches = list(idx.split(bs))[: self.r.eval_batches]
+        batches = list(idx.split(bs))[: self.recipe.eval_batches]
         with torch.compiler.set_stance("force_eager"):
             for b in batches:
                 batch = {k: v.to(self.device) for k, v in split.batch(b).items()}
-                with _autocast(self.device, self.r.precision):
+                with _autocast(self.device, self.recipe.precision):
                     out = self.outputs(self.gm, batch)
-                loss_sum += float(total_loss(out, batch, self.r.loss_terms)) * len(b)
+                loss_sum += float(total_loss(out, batch, self.recipe.loss_terms)) * len(b)
                 n += len(b)
                 ms.update(out, batch)
         vals = {"loss": loss_sum / max(n, 1), **ms.values()}
@@ -249,19 +249,19 @@ class Trainer:
         self._keep_best(row)
         stop = self._early_stop(row)
         n_evals = len(self.history)
-        if n_evals % self.r.checkpoint.every == 0 or self.step >= self.total or stop:
+        if n_evals % self.recipe.checkpoint.every == 0 or self.step >= self.total or stop:
             ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self.gm, self.state())
-            ckpt.prune(self.run_dir / "checkpoints", self.r.checkpoint.keep, {f"step_{self.best_step:08d}"})
+            ckpt.prune(self.run_dir / "checkpoints", self.recipe.checkpoint.keep, {f"step_{self.best_step:08d}"})
         return stop
 
     def _keep_best(self, row: dict[str, float]) -> None:
         from graphc.export.weights import save_weights
 
-        v = row.get(self.r.best_metric)
+        v = row.get(self.recipe.best_metric)
         if v is None:
-            raise TrainError(f"{self.loaded.where('best_metric')}: no column '{self.r.best_metric}' (have: {', '.join(self.columns)})",
+            raise TrainError(f"{self.loaded.where('best_metric')}: no column '{self.recipe.best_metric}' (have: {', '.join(self.columns)})",
                              self.loaded.pos("best_metric"))
-        better = v < self.best_value if self.r.best_mode == "min" else v > self.best_value
+        better = v < self.best_value if self.recipe.best_mode == "min" else v > self.best_value
         if better and math.isfinite(v):
             ckpt.assert_finite(self.gm, self.step)
             self.best_value, self.best_step = v, self.step
@@ -269,7 +269,7 @@ class Trainer:
                 save_weights(self.gm, self.run_dir / "best.safetensors", metadata={"graphc.step": str(self.step)})
 
     def _early_stop(self, row: dict[str, float]) -> bool:
-        es = self.r.early_stopping
+        es = self.recipe.early_stopping
         if es is None:
             return False
         v = row.get(es.metric, math.nan)
@@ -290,7 +290,7 @@ class Trainer:
                 self.step += 1
                 if math.isfinite(loss):
                     self.loss_sum, self.loss_n = self.loss_sum + loss, self.loss_n + 1
-                self.progress.step(self.step, loss, self.r.batch_size * self.r.grad_accum)
+                self.progress.step(self.step, loss, self.recipe.batch_size * self.recipe.grad_accum)
                 if self.step % self.eval_every == 0 or self.step >= self.total:
                     stopped = self._eval_point()
         finally:
@@ -348,18 +348,6 @@ class Trainer:
         return result
 
 
-def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """``--set`` items for the spec, and ``train.KEY=VALUE`` items for the recipe."""
-    spec, recipe = [], {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if sep and key.strip().startswith("train."):
-            recipe[key.strip()[len("train."):]] = value
-        else:
-            spec.append(item)
-    return spec, recipe
-
-
 def train(
     spec: str | Path,
     run_dir: str | Path,
@@ -380,6 +368,7 @@ def train(
         >>> r.test["test_accuracy"]
     """
     import graphc
+    from graphc.spec.overrides import split_overrides
     from graphc.train.recipe import load_recipe
 
     check_folder(run_dir, "run", force, spec_path(spec), resume)  # before any work; changes nothing
@@ -388,8 +377,8 @@ def train(
     spec_over, recipe_over = split_overrides(overrides)
     s = graphc.load_spec(spec, spec_over)
     tg = graphc.check(s)
-    lr = load_recipe(s, config, recipe_over)
-    trainer = Trainer(tg, lr, Path(run_dir), init=init, quiet=quiet)
+    loaded = load_recipe(s, config, recipe_over)
+    trainer = Trainer(tg, loaded, Path(run_dir), init=init, quiet=quiet)
     return trainer.run(resume=resume, force=force)
 
 

@@ -23,6 +23,7 @@ from torch import fx, nn
 
 from graphc.errors import Collector, SpecError, did_you_mean
 from graphc.graph.infer import TypedGraph
+from graphc.shapes import FLOAT_DTYPES
 from graphc.train.recipe import LoadedRecipe, OptimizerCfg, ScheduleCfg
 
 
@@ -30,7 +31,7 @@ def _reads_ids(tg: TypedGraph, node_path: str) -> bool:
     node = tg.flat.nodes.get(node_path)
     if node is None:
         return False
-    return any(t is not None and not t.dtype.startswith(("float", "bfloat")) for t in tg.in_types(node))
+    return any(t is not None and t.dtype not in FLOAT_DTYPES for t in tg.in_types(node))
 
 
 def decay_groups(gm: fx.GraphModule, tg: TypedGraph, weight_decay: float) -> list[dict[str, Any]]:

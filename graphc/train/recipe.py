@@ -14,7 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from graphc.errors import Pos, SpecError
-from graphc.spec.load import Spec
+from graphc.spec.load import Spec, read_bounded
+from graphc.spec.overrides import apply_overrides
 from graphc.spec.pydantic_errors import report_validation_error
 from graphc.spec.yaml_loader import load_yaml, locate
 
@@ -216,7 +217,7 @@ def load_recipe(spec: Spec, config: str | Path | None = None, overrides: dict[st
     if config is not None:
         path = Path(config)
         try:
-            data = path.read_bytes()
+            data = read_bounded(path)  # a regular file of bounded size: a FIFO or /dev/zero is refused at once
         except OSError as e:
             raise SpecError(f"cannot read recipe: {e.strerror}", Pos(str(path))) from None
         root = load_yaml(data, str(path))
@@ -230,36 +231,9 @@ def load_recipe(spec: Spec, config: str | Path | None = None, overrides: dict[st
     if not isinstance(raw, dict) or not isinstance(values, dict):
         raise SpecError("train: expected a mapping", getattr(raw, "pos", Pos(file)))
     values = copy.deepcopy(dict(values))
-    _apply(values, overrides or {})
+    apply_overrides(values, overrides or {}, create=True, prefix="train.")
     try:
         recipe = Recipe.model_validate(values)
     except ValidationError as e:
         raise SpecError.many(report_validation_error(e, raw, ("train",), model=Recipe)) from None
     return LoadedRecipe(recipe=recipe, raw=raw, prefix=("train",), file=file)
-
-
-def _apply(raw: dict[str, Any], overrides: dict[str, str]) -> None:
-    """Set ``a.b=value`` overrides (values parsed as YAML scalars or flow collections) inside the recipe."""
-    for key, value in overrides.items():
-        parts = key.split(".")
-        node = raw
-        for p in parts[:-1]:
-            child = node.get(p)
-            if not isinstance(child, dict):
-                child = {}
-                node[p] = child
-            node = child
-        node[parts[-1]] = _override_value(value) if isinstance(value, str) else value
-
-
-def _override_value(text: str) -> Any:
-    """``3e-4`` -> 0.0003; ``[fc1, fc2]`` / ``{rank: 4}`` -> a list / mapping (YAML flow style)."""
-    from graphc.errors import SpecError
-    from graphc.spec.yaml_loader import _plain_scalar, load_yaml
-
-    if text.strip().startswith(("[", "{")):
-        try:
-            return load_yaml(f"v: {text.strip()}", "<--set>")["v"]
-        except SpecError:
-            return text
-    return _plain_scalar(text)

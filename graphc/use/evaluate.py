@@ -34,8 +34,8 @@ def evaluate(spec: str | Path, *, weights: str | Path | None = None, onnx: str |
     import torch
 
     import graphc
+    from graphc.spec.overrides import split_overrides
     from graphc.train.data import load_data
-    from graphc.train.loop import split_overrides
     from graphc.train.objectives import MetricState, total_loss
     from graphc.train.recipe import load_recipe
     from graphc.use.backends import open_backend

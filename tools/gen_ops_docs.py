@@ -1,12 +1,12 @@
-"""Generate docs/ops.md, the op reference, from the registry.
+"""Writes docs/ops.md, the op reference, from the registry.
 
 The page is derived, never hand-edited: each op's docstring, inputs, argument fields (type,
 default, description from pydantic), outputs and expected ONNX ops come from its class, so
 the reference cannot drift from the code.  ``tests/test_docs.py`` fails when the committed
 page is stale.  Regenerate with::
 
-    python -m graphc.docs            # writes docs/ops.md
-    python -m graphc.docs --check    # exit 1 if docs/ops.md is out of date
+    python tools/gen_ops_docs.py          # rewrite docs/ops.md
+    python tools/gen_ops_docs.py --check  # exit 1 if docs/ops.md is out of date
 """
 
 from __future__ import annotations
@@ -21,11 +21,14 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 
-from graphc.io import write_text
-from graphc.ops import REGISTRY, OpArgs, OpDef
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's graphc, not an installed one
 
-OPS_MD = Path(__file__).resolve().parent.parent / "docs" / "ops.md"
-REGENERATE = "python -m graphc.docs"
+from graphc.io import write_text  # noqa: E402
+from graphc.ops import REGISTRY, OpArgs, OpDef  # noqa: E402
+
+OPS_MD = ROOT / "docs" / "ops.md"
+REGENERATE = "python tools/gen_ops_docs.py"
 
 FAMILY_TITLES = {
     "nn": "Layers with parameters",
@@ -139,7 +142,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m graphc.docs", description="Generate docs/ops.md from the op registry.")
+    parser = argparse.ArgumentParser(prog="tools/gen_ops_docs.py", description="Generate docs/ops.md from the op registry.")
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is out of date instead of writing it")
     parser.add_argument("--out", type=Path, default=OPS_MD, help="output file (default: docs/ops.md)")
     args = parser.parse_args(argv)
