@@ -24,7 +24,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any new file
+    os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; the result should look like any new file
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
@@ -36,7 +36,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's umask (read by setting and restoring it: os has no getter)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from graphc.errors import GraphcError
+from graphc.io import umask
 
 MANIFEST = "manifest.json"
 MARKER_KEY = "graphc_output"
@@ -241,14 +242,8 @@ def stage_folder(folder: Folder) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.path.name}.", dir=parent))
     except OSError as e:
         raise OutputError(f"{folder.path}: cannot create the output folder: {e.strerror}") from None
-    tmp.chmod(0o777 & ~_umask())
+    tmp.chmod(0o777 & ~umask())
     return tmp
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # --- single-file outputs --------------------------------------------------------------------
@@ -319,7 +314,7 @@ def file_output(target: Target) -> Iterator[Path]:
             for f in sorted(stage.iterdir(), reverse=True):  # NAME.data before NAME
                 with open(f, "rb+") as fh:
                     os.fsync(fh.fileno())
-                os.chmod(f, 0o666 & ~_umask())
+                os.chmod(f, 0o666 & ~umask())
                 os.replace(f, target.real.parent / f.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -91,7 +91,7 @@ class Trainer:
     """Holds a run's model, optimizer and state; :meth:`run` trains to the end."""
 
     def __init__(self, tg: TypedGraph, lr: LoadedRecipe, run_dir: Path, init: str | None = None, quiet: bool = False) -> None:
-        import graphc
+        from graphc.lower.built import lower_spec
 
         self.tg, self.loaded, self.r = tg, lr, lr.recipe
         self.run_dir = run_dir
@@ -102,11 +102,11 @@ class Trainer:
         torch.manual_seed(self.r.seed)
         self.data: Data = load_data(tg, lr, self.r.seed)
         self._check_outputs()
-        self.gm = graphc.build(tg, seed=self.r.seed, device=self.device)
+        self.gm = lower_spec(tg, seed=self.r.seed, device=self.device).module
         if init:
             from graphc.weights import load_weights_from  # --map/--partial: through the transfer plan
 
-            load_weights_from(self.gm, init, report_dir=run_dir)
+            load_weights_from(self.gm, init, tg, report_dir=run_dir)
         self.adapters = apply_lora(self.gm, self.r.lora, lr) if self.r.lora else []
         self.mode = compile_mode(self.gm, self.r.compile)
         self.forward = compiled_forward(self.gm, self.mode)
@@ -251,7 +251,7 @@ class Trainer:
         return stop
 
     def _keep_best(self, row: dict[str, float]) -> None:
-        from graphc.export.weights import save_weights
+        from graphc.weights.tensors import save_weights
 
         v = row.get(self.r.best_metric)
         if v is None:
@@ -323,7 +323,7 @@ class Trainer:
 
     def _finish(self, stopped: bool) -> TrainResult:
         """Test metrics of the best weights, the curves PNG and results.json."""
-        from graphc.export.weights import load_weights
+        from graphc.weights.tensors import load_weights
 
         best_file = self.run_dir / "best.safetensors"
         if best_file.exists():
@@ -371,15 +371,15 @@ def train(
         >>> r = graphc.train.train("specs/digits_cnn.yaml", "out/digits", overrides=["train.epochs=1"])
         >>> r.test["test_accuracy"]
     """
-    import graphc
+    from graphc.graph.check import as_spec, check
     from graphc.train.recipe import load_recipe
 
     check_folder(run_dir, "run", force, spec_path(spec), resume)  # before any work; changes nothing
     if config is not None:
         check_folder(run_dir, "run", force, spec_path(config), resume)
     spec_over, recipe_over = split_overrides(overrides)
-    s = graphc.load_spec(spec, spec_over)
-    tg = graphc.check(s)
+    s = as_spec(spec, spec_over)
+    tg = check(s)
     lr = load_recipe(s, config, recipe_over)
     trainer = Trainer(tg, lr, Path(run_dir), init=init, quiet=quiet)
     return trainer.run(resume=resume, force=force)

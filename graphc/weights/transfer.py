@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from graphc.graph.infer import TypedGraph
 
-TIES_KEY = "graphc.ties"  # the same metadata key graphc.export.weights writes
+TIES_KEY = "graphc.ties"  # the same metadata key graphc.weights.tensors writes
 
 
 def apply(t: Transfer, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
