@@ -25,6 +25,7 @@ from torch import nn
 
 from graphc.errors import Pos, WeightsError, first_line
 from graphc.io import atomic_path
+from graphc.weights.readers import looks_safetensors
 
 if TYPE_CHECKING:
     from graphc.graph.infer import TypedGraph
@@ -71,7 +72,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     try:
-        if _is_safetensors(path):
+        if looks_safetensors(path):
             from safetensors.torch import load_file
 
             return dict(load_file(str(path)))
@@ -186,15 +187,6 @@ def _mismatches(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor],
     if shapes:
         problems.append("wrong shape " + ", ".join(shapes))
     return problems
-
-
-def _is_safetensors(path: Path) -> bool:
-    """safetensors starts with an 8-byte header length and a JSON header; torch files are zip/pickle."""
-    if path.suffix == ".safetensors":
-        return True
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{"
 
 
 def _tensor_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
