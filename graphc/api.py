@@ -6,7 +6,9 @@
     >>> y = gm(*graphc.example_inputs(spec, B=4))
 
 Every function accepts a :class:`~graphc.spec.load.Spec`, a path, YAML text or a dict, and
-raises :class:`~graphc.errors.GraphcError` subclasses that carry file positions.
+raises :class:`~graphc.errors.GraphcError` subclasses that carry file positions.  The stages
+live in their packages (``check`` in graphc/graph/check.py, ``lower_spec`` and
+``example_inputs`` in graphc/lower/); this module re-exports them for users.
 """
 
 from __future__ import annotations
