@@ -5,7 +5,7 @@ trained model and a verified ONNX file.  See README.md and docs/.
 """
 
 from graphc import ops as _ops  # noqa: F401  (registers the built-in ops)
-from graphc.api import build, check, example_inputs, summary
+from graphc.api import Built, build, check, example_inputs, lower_spec, summary
 from graphc.errors import GraphcError
 from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
 from graphc.spec.load import load_spec
@@ -15,8 +15,8 @@ _LAZY = {  # imported on first use, so ``import graphc`` does not import onnx
     "export_onnx": "graphc.export.api",
     "verify_onnx": "graphc.export.api",
     "compile": "graphc.export.api",
-    "load_weights": "graphc.export.weights",
-    "save_weights": "graphc.export.weights",
+    "load_weights": "graphc.weights.tensors",
+    "save_weights": "graphc.weights.tensors",
     "predict": "graphc.use.predict",  # onnxruntime on a compile folder: no torch
     "evaluate": "graphc.use.evaluate",
     "generate": "graphc.use.generate",
@@ -35,6 +35,7 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'graphc' has no attribute {name!r}")
 
 __all__ = [
+    "Built",
     "Example",
     "GraphcError",
     "Onnx",
@@ -50,6 +51,7 @@ __all__ = [
     "generate",
     "load_spec",
     "load_weights",
+    "lower_spec",
     "op",
     "predict",
     "save_weights",

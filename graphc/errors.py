@@ -183,6 +183,12 @@ class Collector:
             raise kind.many(self.errors)
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (libraries' errors can run to pages), or its type."""
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 def did_you_mean(name: str, choices: Iterable[object]) -> str:
     """A ' (did you mean 'x'?)' suffix for the closest choice, or ''."""
     import difflib

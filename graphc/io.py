@@ -37,7 +37,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def umask() -> int:
-    """The process's umask (the only way to read it is to set it and put it back)."""
+    """The process's umask (read by setting and restoring it: os has no getter)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

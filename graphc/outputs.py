@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from graphc.errors import GraphcError
-from graphc.io import umask
+from graphc.io import umask, write_text
 
 MANIFEST = "manifest.json"
 MARKER_KEY = "graphc_output"
@@ -196,8 +196,6 @@ def _remove(path: Path) -> None:
 
 def write_marker(folder: Path, kind: str) -> None:
     """Claim ``folder`` as a ``kind`` output (run folders; compile writes its own manifest)."""
-    from graphc.io import write_text
-
     write_text(folder / MANIFEST, json.dumps({MARKER_KEY: kind, "files": list(FOLDER_FILES[kind])}, indent=2) + "\n")
 
 

@@ -82,8 +82,9 @@ def test_model_py_is_standalone_and_matches(name: str, tmp_path: Path) -> None:
     spec = f"specs/{name}.yaml"
     overrides = ci_overrides(Path(spec))
     res = graphc.compile(spec, tmp_path / "out", overrides)
-    gm = graphc.build(graphc.check(spec, overrides), seed=0).eval()
-    inputs = graphc.example_inputs(gm.graphc, seed=5)
+    tg = graphc.check(spec, overrides)
+    gm = graphc.build(tg, seed=0).eval()
+    inputs = graphc.example_inputs(tg, seed=5)
     torch.save(inputs, tmp_path / "out" / "inputs.pt")
     site = sysconfig.get_paths()["purelib"]
     proc = subprocess.run([sys.executable, "-I", "-S", "-c", SCRIPT.format(site=site)], cwd=res.out_dir,
@@ -130,7 +131,7 @@ def test_compile_with_weights_ships_those_weights(tmp_path: Path) -> None:
     graphc.save_weights(trained, tmp_path / "w.safetensors")
     r = run_cli("compile", "specs/mlp.yaml", "-o", str(tmp_path / "out"), "--weights", str(tmp_path / "w.safetensors"))
     assert r.code == 0, r.err
-    from graphc.export.weights import read_weights
+    from graphc.weights.tensors import read_weights
 
     shipped = read_weights(tmp_path / "out" / "weights.safetensors")
     torch.testing.assert_close(shipped["fc1.weight"], trained.fc1.weight.detach())

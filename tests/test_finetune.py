@@ -68,7 +68,7 @@ def setup(tmp_path: Path) -> Path:
     (tmp_path / "ft.yaml").write_text(SPEC)
     (tmp_path / "drop_head.yaml").write_text(DROP_HEAD)
     pre = graphc.build(graphc.load_spec(tmp_path / "ft.yaml", {"classes": 5}), seed=123)
-    from graphc.export.weights import save_weights
+    from graphc.weights.tensors import save_weights
 
     save_weights(pre, tmp_path / "pretrained.safetensors")
     return tmp_path

@@ -19,7 +19,7 @@ from hostile import Guarded, assert_clean, assert_unchanged, run_guarded, snapsh
 from safetensors.torch import save_file
 
 import graphc
-from graphc.export.weights import save_weights
+from graphc.weights.tensors import save_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 MLP = str(ROOT / "specs" / "mlp.yaml")

@@ -61,7 +61,7 @@ def test_trains_iris_and_writes_run_dir(tmp_path: Path) -> None:
     assert "test_accuracy" in r.out
     # best.safetensors loads into a fresh model with the export engineer's loader
     import graphc
-    from graphc.export.weights import load_weights
+    from graphc.weights.tensors import load_weights
 
     gm = graphc.build(str(spec), seed=123)
     load_weights(gm, run / "best.safetensors")

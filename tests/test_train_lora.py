@@ -9,7 +9,7 @@ import torch
 
 import graphc
 from graphc.errors import TrainError
-from graphc.export.weights import read_weights
+from graphc.weights.tensors import read_weights
 
 SPEC = """\
 graphc: 1

@@ -68,9 +68,9 @@ def test_export_removes_file_when_verification_fails(tmp_path: Path, monkeypatch
 
     real = api.verify_model
 
-    def against_perturbed(gm, path, **kw):  # type: ignore[no-untyped-def]
-        gm.fc1.bias.data += 1.0
-        return real(gm, path, **kw)
+    def against_perturbed(built, path, **kw):  # type: ignore[no-untyped-def]
+        built.module.fc1.bias.data += 1.0
+        return real(built, path, **kw)
 
     monkeypatch.setattr(api, "verify_model", against_perturbed)
     out = tmp_path / "m.onnx"

@@ -57,7 +57,7 @@ def test_gpt2_hf_map_gives_equal_logits(tmp_path: Path) -> None:
     hf.save_pretrained(tmp_path / "hf")
     out = _convert(tmp_path, "gpt2.yaml", tmp_path / "hf", MAPS / "gpt2_hf.yaml", GPT2)
     gm = graphc.build(graphc.load_spec(SPECS / "gpt2.yaml", GPT2), seed=1).eval()
-    from graphc.export.weights import load_weights
+    from graphc.weights.tensors import load_weights
 
     load_weights(gm, out)
     assert gm.head.weight is gm.tok.weight
@@ -93,7 +93,7 @@ def test_bert_hf_map_gives_equal_outputs(tmp_path: Path) -> None:
     hf = _bert_hf(tmp_path)
     out = _convert(tmp_path, "bert.yaml", tmp_path / "hf", MAPS / "bert_hf.yaml", BERT)
     gm = graphc.build(graphc.load_spec(SPECS / "bert.yaml", BERT), seed=1).eval()
-    from graphc.export.weights import load_weights
+    from graphc.weights.tensors import load_weights
 
     load_weights(gm, out)
     _bert_outputs(gm, hf)
@@ -158,7 +158,7 @@ rules:
 def test_plan_without_map_after_editing_the_head(tmp_path: Path) -> None:
     """An earlier run's weights into a spec with a new head: carried, new, mismatch and unused rows."""
     old = graphc.build(graphc.load_spec(SPECS / "mlp.yaml"), seed=0)
-    from graphc.export.weights import save_weights
+    from graphc.weights.tensors import save_weights
 
     save_weights(old, tmp_path / "best.safetensors")
     plan = gw.plan(SPECS / "mlp.yaml", tmp_path, overrides=["classes=7"])  # a new 7-class head
@@ -274,7 +274,7 @@ def test_torchvision_map_carries_every_tensor(tmp_path: Path, name: str) -> None
     for row in plan.rows:
         assert torch.equal(got[row.name], ref[row.source]), row
     gm = graphc.build(graphc.load_spec(SPECS / f"{name}.yaml", overrides), seed=0)
-    from graphc.export.weights import load_weights
+    from graphc.weights.tensors import load_weights
 
     load_weights(gm, out)  # strict: every key and shape
 

@@ -10,7 +10,7 @@ from conftest import run_cli
 
 import graphc
 from graphc.errors import WeightsError
-from graphc.export.weights import load_weights, read_weights, save_weights, tied_aliases
+from graphc.weights.tensors import load_weights, read_weights, save_weights, tied_aliases
 
 TIED = {
     "graphc": 1, "name": "tied", "params": {"v": 11, "d": 4},

@@ -12,17 +12,19 @@ file.  Where each may write is decided by :mod:`graphc.outputs` before any work 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from graphc.api import SpecLike, build, check
 from graphc.errors import ExportError, GraphcError
 from graphc.export.onnx_export import TWO_GB, ExportResult, export_model
 from graphc.export.verify import VerifyResult, check_provenance, raise_if_failed, verify_model
+from graphc.graph.check import SpecLike, check
+from graphc.graph.infer import TypedGraph
+from graphc.io import umask
+from graphc.lower.built import Built, lower_spec
 from graphc.outputs import FOLDER_FILES, MARKER_KEY, check_file, check_folder, file_output, install_folder, spec_path, stage_folder
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -44,14 +46,19 @@ class CompileResult:
     verify: VerifyResult
 
 
-def _model(spec: SpecLike, overrides: Overrides, weights: str | Path | None, seed: int) -> Any:
+def _model(spec: SpecLike, overrides: Overrides, weights: str | Path | None, seed: int) -> Built:
+    """The lowered model in eval mode, with ``weights`` loaded (recorded as its source when a
+    plain file; a WeightSource (--map/--partial) goes through the plan)."""
     from graphc.export.guard import fits_memory
-    from graphc.weights import load_weights_from  # a WeightSource (--map/--partial) goes through the plan
+    from graphc.weights import WeightSource, load_weights_from
 
-    gm = build(fits_memory(check(spec, overrides)), seed=seed)
+    built = lower_spec(fits_memory(check(spec, overrides)), seed=seed)
     if weights is not None:
-        load_weights_from(gm, weights)
-    return gm.eval()
+        load_weights_from(built.module, weights, built.graph)
+        if not isinstance(weights, WeightSource):
+            built = replace(built, weights=str(weights))
+    built.module.eval()
+    return built
 
 
 def export_onnx(spec: SpecLike, output: str | Path, overrides: Overrides = None, weights: str | Path | None = None,
@@ -69,10 +76,10 @@ def export_onnx(spec: SpecLike, output: str | Path, overrides: Overrides = None,
     check_opset(opset)
     target = check_file(output, force, is_graphc_onnx, "ONNX file")
     with file_output(target) as staged:
-        gm = _model(spec, overrides, weights, seed)
-        result = export_model(gm, staged, opset)
+        built = _model(spec, overrides, weights, seed)
+        result = export_model(built, staged, opset)
         if verify:
-            result.verify = verify_model(gm, staged)
+            result.verify = verify_model(built, staged)
             raise_if_failed(result.verify, output)
     result.path = Path(output)
     return result
@@ -117,9 +124,9 @@ def verify_onnx(model: str | Path, spec: SpecLike, overrides: Overrides = None, 
     """Re-run the onnxruntime-vs-torch check on an existing ONNX file."""
     if not Path(model).is_file():
         raise ExportError(f"{model}: ONNX file not found")
-    gm = _model(spec, overrides, weights, seed)
-    check_provenance(gm, model)
-    result = verify_model(gm, model)
+    built = _model(spec, overrides, weights, seed)
+    check_provenance(built, model)
+    result = verify_model(built, model)
     if raise_on_failure:
         raise_if_failed(result, model)
     return result
@@ -134,28 +141,26 @@ def compile(spec: SpecLike, out_dir: str | Path, overrides: Overrides = None, we
     other folder, replacing only the files named above (see :mod:`graphc.outputs`).
     """
     from graphc.export.codegen import generate
-    from graphc.export.weights import save_weights
+    from graphc.summarize import summarize
+    from graphc.weights.tensors import save_weights
 
     check_opset(opset)
     where = spec_path(spec)
     folder = check_folder(out_dir, "compile", force, where)
-    gm = _model(spec, overrides, weights, seed)
+    built = _model(spec, overrides, weights, seed)
     tmp = stage_folder(folder)
     try:
-        tg = gm.graphc
-        (tmp / "model.py").write_text(generate(gm), encoding="utf-8")
-        save_weights(gm, tmp / "weights.safetensors")
-        exp = export_model(gm, tmp / "model.onnx", opset)
-        ver = verify_model(gm, tmp / "model.onnx")
+        (tmp / "model.py").write_text(generate(built), encoding="utf-8")
+        save_weights(built.module, tmp / "weights.safetensors")
+        exp = export_model(built, tmp / "model.onnx", opset)
+        ver = verify_model(built, tmp / "model.onnx")
         exp.verify = ver
         _write_json(tmp / "verify.json", ver.to_json())
-        from graphc.api import summary
-
-        _write_json(tmp / "summary.json", summary(tg).to_json())
-        _write_json(tmp / "manifest.json", manifest(tg, exp))
+        _write_json(tmp / "summary.json", summarize(built.graph).to_json())
+        _write_json(tmp / "manifest.json", manifest(built.graph, exp))
         raise_if_failed(ver, folder.path / "model.onnx")
         for f in tmp.iterdir():
-            f.chmod(0o644 & ~_umask())
+            f.chmod(0o644 & ~umask())
         install_folder(tmp, folder, where)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful install
@@ -165,17 +170,11 @@ def compile(spec: SpecLike, out_dir: str | Path, overrides: Overrides = None, we
     return CompileResult(out, files, exp, ver)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def manifest(tg: Any, exp: ExportResult) -> dict[str, Any]:
+def manifest(tg: TypedGraph, exp: ExportResult) -> dict[str, Any]:
     """Versions, the spec hash and the model's input/output signatures."""
     import onnx
     import onnxruntime

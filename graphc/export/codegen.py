@@ -21,8 +21,8 @@ import torch
 from torch import fx, nn
 
 from graphc.errors import ExportError
-from graphc.graph.infer import TypedGraph
 from graphc.lower import runtime
+from graphc.lower.built import Built
 from graphc.lower.fx_lower import BlockModule
 
 RUNTIME_MODULE = runtime.__name__
@@ -195,10 +195,9 @@ def _modules_paths(gm: fx.GraphModule) -> list[str]:
     return [name for name, m in gm.named_modules() if name and type(m) is nn.Module]
 
 
-def generate(gm: fx.GraphModule) -> str:
-    """The source of model.py for ``gm`` (built by :func:`graphc.build`)."""
-    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
-    records: dict[str, Any] = gm.graphc_records  # type: ignore[assignment]
+def generate(built: Built) -> str:
+    """The source of model.py for a lowered model."""
+    gm, tg, records = built.module, built.graph, built.records
     globals_: dict[str, str | None] = {}
     classes: dict[type, str] = {}
     class_src: list[str] = []
@@ -230,7 +229,7 @@ def generate(gm: fx.GraphModule) -> str:
         if frozen.freeze and frozen.name in made:
             build.append(f"    model.get_submodule({frozen.name!r}).requires_grad_(False)")
     build.append("    return model\n")
-    from graphc.export.weights import tied_aliases
+    from graphc.weights.tensors import tied_aliases
 
     spec = tg.flat.spec
     header = [  # spec text (name, path) only as escaped one-line text: it must never become code

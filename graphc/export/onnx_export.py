@@ -8,22 +8,25 @@ add metadata -> ``onnx.checker.check_model(full_check=True)`` -> atomic write.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import onnx
 import torch
-from torch import fx
 
-from graphc.errors import ExportError
+from graphc.errors import ExportError, first_line
 from graphc.export.probe import Probe, make_probe
 from graphc.graph.infer import TypedGraph
 from graphc.io import atomic_path
+from graphc.lower.built import Built
+from graphc.lower.inputs import example_inputs
 
 TWO_GB = 2**31 - 1  # protobuf's limit: bigger models keep their weights in external data
 VALUES_KEY = "graphc.values"  # metadata: {spec node path: ONNX value name}
@@ -44,20 +47,28 @@ class ExportResult:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def _quiet() -> None:
-    """The exporter logs per-op notes (e.g. optional torchvision ops) that are not ours to show."""
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter logs per-op notes (e.g. optional torchvision ops) that are not ours to show;
+    silence them while exporting only, restoring the process's filters and log levels after."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.onnx._internal.exporter._registration")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
+        try:
+            for lg in loggers:
+                lg.setLevel(logging.ERROR)
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
 
 
 def trace_inputs(tg: TypedGraph) -> tuple[torch.Tensor, ...]:
     """Example inputs for tracing, every symbolic dim at least 2 (0/1 would be specialized)."""
-    import graphc
-
     sizes = {d: max(v, 2) for d, v in tg.example.items()}
-    return graphc.example_inputs(tg, 0, None, **sizes)
+    return example_inputs(tg, 0, None, **sizes)
 
 
 def _dynamic_shapes(tg: TypedGraph) -> tuple[dict[int, Any], ...]:
@@ -73,7 +84,7 @@ def _export_program(probe: Probe, tg: TypedGraph, args: tuple[torch.Tensor, ...]
     try:
         return torch.export.export(probe.module, args, dynamic_shapes=_dynamic_shapes(tg), strict=False)
     except Exception as e:
-        raise ExportError(f"{tg.flat.spec.file}: torch.export failed: {_first_line(e)}") from e
+        raise ExportError(f"{tg.flat.spec.file}: torch.export failed: {first_line(e)}") from e
 
 
 def dim_ranges(ep: torch.export.ExportedProgram, tg: TypedGraph) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
@@ -112,7 +123,7 @@ def _to_onnx(ep: torch.export.ExportedProgram, probe: Probe, opset: int | None) 
     try:
         program = torch.onnx.export(ep, (), dynamo=True, output_names=names, opset_version=opset, optimize=True, verbose=False)
     except Exception as e:
-        raise ExportError(f"torch.onnx.export failed: {_first_line(e)}") from e
+        raise ExportError(f"torch.onnx.export failed: {first_line(e)}") from e
     if program is None:
         raise ExportError("torch.onnx.export returned no program")
     return program.model_proto
@@ -197,7 +208,7 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
     try:
         onnx.checker.check_model(model, full_check=not external)
     except Exception as e:
-        raise ExportError(f"{path}: exported model fails onnx.checker: {_first_line(e)}") from e
+        raise ExportError(f"{path}: exported model fails onnx.checker: {first_line(e)}") from e
     if not external:
         with atomic_path(path) as tmp:
             onnx.save_model(model, str(tmp))
@@ -219,28 +230,24 @@ def _relocate(model_path: Path, location: str) -> None:
     onnx.save_model(m, str(model_path))
 
 
-def export_model(gm: fx.GraphModule, path: Path, opset: int | None = None) -> ExportResult:
-    """Export ``gm`` (built by :func:`graphc.build`) to ``path``; see the module docstring."""
-    from graphc.export.weights import check_initialized, weights_digest, weights_source
+def export_model(built: Built, path: Path, opset: int | None = None) -> ExportResult:
+    """Export a lowered model to ``path``; see the module docstring."""
+    from graphc.weights.tensors import check_initialized, weights_digest, weights_source
 
-    check_initialized(gm)  # NaN/inf weights: name them now, not as a baffling verify failure
-    _quiet()
-    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
-    t0 = time.perf_counter()
-    gm.eval()
-    probe = make_probe(gm)
-    with torch.no_grad():
-        ep = _export_program(probe, tg, trace_inputs(tg))
-    ranges, symbols = dim_ranges(ep, tg)
-    model = _to_onnx(ep, probe, opset)
-    weights = {WEIGHTS_KEY: weights_digest(gm), WEIGHTS_SOURCE_KEY: weights_source(gm)}
-    _finish(model, probe, symbols, {**metadata(tg, ranges), **weights})
-    save_model(model, Path(path))
+    gm, tg = built.module, built.graph
+    check_initialized(gm, tg)  # NaN/inf weights: name them now, not as a baffling verify failure
+    with _quiet():
+        t0 = time.perf_counter()
+        gm.eval()
+        probe = make_probe(built)
+        with torch.no_grad():
+            ep = _export_program(probe, tg, trace_inputs(tg))
+        ranges, symbols = dim_ranges(ep, tg)
+        model = _to_onnx(ep, probe, opset)
+        weights = {WEIGHTS_KEY: weights_digest(gm), WEIGHTS_SOURCE_KEY: weights_source(built.weights)}
+        _finish(model, probe, symbols, {**metadata(tg, ranges), **weights})
+        save_model(model, Path(path))
     opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     extra = {"weights_sha256": weights[WEIGHTS_KEY], "weights_source": weights[WEIGHTS_SOURCE_KEY]}
     return ExportResult(Path(path), time.perf_counter() - t0, opset_used, ranges, extra=extra)
 
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from graphc.graph.infer import TypedGraph
+from graphc.lower.built import Built
 from graphc.lower.fx_lower import BlockModule
 
 
@@ -48,7 +48,7 @@ def _inline(graph: fx.Graph, gm: fx.GraphModule, prefix: str, args: list[fx.Node
         sub = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         if isinstance(sub, BlockModule):
             inner = [fx.node.map_arg(a, lambda n: env[n]) for a in node.args]
-            env[node] = _inline(graph, sub, str(target), inner, found)  # type: ignore[arg-type]
+            env[node] = _inline(graph, sub, str(target), inner, found)
             continue
         new = graph.create_node(node.op, target, fx.node.map_arg(node.args, lambda n: env[n]),
                                 fx.node.map_arg(node.kwargs, lambda n: env[n]), name=node.name)
@@ -58,13 +58,13 @@ def _inline(graph: fx.Graph, gm: fx.GraphModule, prefix: str, args: list[fx.Node
     return result
 
 
-def make_probe(gm: fx.GraphModule) -> Probe:
-    """The probe of ``gm`` (a module built by :func:`graphc.build`)."""
-    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
+def make_probe(built: Built) -> Probe:
+    """The probe of a lowered model."""
+    gm, tg = built.module, built.graph
     graph = fx.Graph()
     inputs = [graph.placeholder(n) for n in tg.flat.spec.doc.inputs]
     found: dict[str, fx.Node] = {}
-    result = _inline(graph, gm, "", inputs, found)  # type: ignore[arg-type]
+    result = _inline(graph, gm, "", inputs, found)
     outs = list(result.values()) if isinstance(result, dict) else [result]
     names = list(tg.flat.outputs)
     nodes: list[str] = []

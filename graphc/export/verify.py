@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from torch import fx
 
-from graphc.errors import ExportError, VerifyError
+from graphc.errors import ExportError, VerifyError, first_line
 from graphc.export.onnx_export import RANGES_KEY, VALUES_KEY, WEIGHTS_KEY, WEIGHTS_SOURCE_KEY
 from graphc.export.probe import make_probe, node_values
 from graphc.graph.infer import TypedGraph
+from graphc.lower.built import Built
+from graphc.lower.inputs import example_inputs
 
 # dtype -> (atol, rtol); integer and bool outputs must match exactly
 TOLERANCES: dict[str, tuple[float, float]] = {
@@ -160,29 +161,26 @@ def _guard(path: str | Path, fn: Any, what: str = "onnxruntime cannot run it on 
     try:
         return fn()
     except Exception as e:
-        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-        raise ExportError(f"{path}: {what}: {lines[0] if lines else type(e).__name__}") from e
+        raise ExportError(f"{path}: {what}: {first_line(e)}") from e
 
 
 def _feed(tg: TypedGraph, inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
     return {name: t.numpy() for name, t in zip(tg.flat.spec.doc.inputs, inputs, strict=True)}
 
 
-def _torch_outputs(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
+def _torch_outputs(built: Built, inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
     with torch.no_grad():
-        got = gm(*inputs)
-    return dict(got) if isinstance(got, dict) else {next(iter(tg.flat.outputs)): got}
+        got = built.module(*inputs)
+    return dict(got) if isinstance(got, dict) else {next(iter(built.graph.flat.outputs)): got}
 
 
-def check_provenance(gm: fx.GraphModule, model_path: str | Path) -> None:
+def check_provenance(built: Built, model_path: str | Path) -> None:
     """Refuse to compare a file against a different spec or different ``--set`` values.
 
     Without this, a mismatch shows up as a baffling numeric failure deep in the graph.
     """
     model = _load(model_path, external=False)
-    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
-    spec = tg.flat.spec
+    spec = built.graph.flat.spec
     name: str | None = None
     overrides: dict[str, str] | None = None
     for p in model.metadata_props:
@@ -199,24 +197,25 @@ def check_provenance(gm: fx.GraphModule, model_path: str | Path) -> None:
             return " ".join(f"--set {k}={v}" for k, v in sorted(o.items())) or "no --set"
 
         raise ExportError(f"{model_path}: exported with {shown(overrides)}, but verified with {shown(mine)}; pass the same values")
-    check_weights(gm, model_path, {p.key: p.value for p in model.metadata_props})
+    check_weights(built, model_path, {p.key: p.value for p in model.metadata_props})
 
 
-def check_weights(gm: fx.GraphModule, model_path: str | Path, meta: dict[str, str]) -> None:
+def check_weights(built: Built, model_path: str | Path, meta: dict[str, str]) -> None:
     """Refuse to compare against weights other than those the file was exported with.
 
     Without ``--weights``, a compile folder's ``weights.safetensors`` beside the ONNX file
-    (with its ``manifest.json``) is loaded into ``gm`` when its hash is the recorded one, so
+    (with its ``manifest.json``) is loaded into the model when its hash is the recorded one, so
     ``graphc verify OUT_DIR/model.onnx --spec SPEC`` checks the compiled weights.
     """
-    from graphc.export.weights import FRESH, SOURCE_ATTR, load_weights, weights_digest, weights_source
+    from graphc.weights.tensors import FRESH, load_weights, weights_digest, weights_source
 
+    gm = built.module
     recorded = meta.get(WEIGHTS_KEY)
     if recorded is None or weights_digest(gm) == recorded:  # older files recorded no hash
         return
-    given = weights_source(gm)
+    given = weights_source(built.weights)
     beside = Path(model_path).with_name("weights.safetensors")
-    if getattr(gm, SOURCE_ATTR, None) is None and beside.is_file() and beside.with_name("manifest.json").is_file():
+    if built.weights is None and beside.is_file() and beside.with_name("manifest.json").is_file():
         load_weights(gm, beside)
         if weights_digest(gm) == recorded:
             return
@@ -235,27 +234,27 @@ def _read_meta(model: onnx.ModelProto, key: str) -> Any:
     return None
 
 
-def verify_model(gm: fx.GraphModule, model_path: str | Path, seed: int = 0, latency: bool = True,
+def verify_model(built: Built, model_path: str | Path, seed: int = 0, latency: bool = True,
                  threads: int | None = None) -> VerifyResult:
-    """Compare the ONNX file at ``model_path`` with ``gm`` (a graphc-built module).
+    """Compare the ONNX file at ``model_path`` with the lowered model ``built``.
 
     Latency is timed with ``threads`` intra-op threads in both engines (default: torch's).
     """
-    from graphc.export.weights import check_initialized
+    from graphc.weights.tensors import check_initialized
 
-    check_initialized(gm)
-    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
-    gm.eval()
+    tg = built.graph
+    check_initialized(built.module, tg)
+    built.module.eval()
     model = _load(model_path, external=False)
     ranges = {k: tuple(v) for k, v in (_read_meta(model, RANGES_KEY) or {}).items()}
-    sizes = verification_sizes(tg, ranges)  # type: ignore[arg-type]
+    sizes = verification_sizes(tg, ranges)
     sess = _guard(model_path, lambda: _session(str(model_path)), "onnxruntime cannot load it")
     worst: dict[str, OutputDiff] = {}
     failing: dict[str, int] | None = None
     for i, s in enumerate(sizes):
         inputs = _inputs(tg, seed + i, s)
         got = _guard(model_path, lambda inputs=inputs: _run(sess, tg, inputs))
-        for name, ref in _torch_outputs(gm, inputs).items():
+        for name, ref in _torch_outputs(built, inputs).items():
             dtype = str(ref.dtype).removeprefix("torch.")
             atol, rtol = tolerance(tg, dtype)
             mabs, mrel, ok = diff(got[name], ref, atol, rtol)
@@ -267,21 +266,19 @@ def verify_model(gm: fx.GraphModule, model_path: str | Path, seed: int = 0, late
     passed = all(o.passed for o in worst.values())
     result = VerifyResult(passed, worst, sizes)
     if not passed and failing is not None:
-        result.first_divergent, result.detail = localize(gm, model_path, _inputs(tg, seed + sizes.index(failing), failing))
+        result.first_divergent, result.detail = localize(built, model_path, _inputs(tg, seed + sizes.index(failing), failing))
     if latency:
-        result.latency = measure_latency(gm, model_path, threads or torch.get_num_threads())
+        result.latency = measure_latency(built, model_path, threads or torch.get_num_threads())
     return result
 
 
 def _inputs(tg: TypedGraph, seed: int, sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
-    import graphc
-
-    return graphc.example_inputs(tg, seed, None, **sizes)
+    return example_inputs(tg, seed, None, **sizes)
 
 
-def localize(gm: fx.GraphModule, model_path: str | Path, inputs: tuple[torch.Tensor, ...]) -> tuple[str | None, str]:
+def localize(built: Built, model_path: str | Path, inputs: tuple[torch.Tensor, ...]) -> tuple[str | None, str]:
     """The first spec node (topological order) whose ONNX value is out of tolerance."""
-    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
+    tg = built.graph
     model = _load(model_path, external=True)
     values: dict[str, str] = _read_meta(model, VALUES_KEY) or {}
     if not values:
@@ -294,7 +291,7 @@ def localize(gm: fx.GraphModule, model_path: str | Path, inputs: tuple[torch.Ten
             have.add(onnx_name)
     sess = _session(model)
     got = _run(sess, tg, inputs)
-    ref = node_values(make_probe(gm), inputs)
+    ref = node_values(make_probe(built), inputs)
     for node in tg.order:
         if node not in values or node not in ref:
             continue
@@ -323,13 +320,13 @@ def _timeit(fn: Any, budget_s: float = 0.3, cap_s: float = 3.0, max_runs: int = 
     return float(np.median(times) * 1000)
 
 
-def measure_latency(gm: fx.GraphModule, model_path: str | Path, threads: int) -> dict[str, float]:
+def measure_latency(built: Built, model_path: str | Path, threads: int) -> dict[str, float]:
     """onnxruntime and torch eager latency at batch 1 and the example batch, and their ratio.
 
     Both engines get the same number of intra-op threads, so the ratio compares engines, not
     thread pools.  The batch dim is the first axis of the first input when it is symbolic.
     """
-    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
+    gm, tg = built.module, built.graph
     first = next(iter(tg.flat.spec.doc.inputs.values()))
     batch = first.shape[0] if first.shape and isinstance(first.shape[0], str) else None
     sess = _session(str(model_path), threads)

@@ -22,6 +22,7 @@ from torch import fx, nn
 
 from graphc.errors import LowerError
 from graphc.graph.infer import TypedGraph
+from graphc.lower.built import Built
 from graphc.lower.context import LowerCtx, ModuleRecord
 from graphc.lower.init import apply_init
 from graphc.ops.registry import OpError
@@ -237,16 +238,16 @@ class Lowering:
         return fx.GraphModule(root, graph, cls_name)
 
 
-def lower(tg: TypedGraph, seed: int | None = None) -> fx.GraphModule:
-    """Lower ``tg`` to a GraphModule (parameters initialized deterministically from ``seed``)."""
+def lower(tg: TypedGraph, seed: int | None = None) -> Built:
+    """Lower ``tg`` to a GraphModule (parameters initialized deterministically from ``seed``),
+    handed on with ``tg`` and the constructor records as one :class:`Built`."""
     lw = Lowering(tg)
     with torch.random.fork_rng(enabled=seed is not None), _no_gc():
         if seed is not None:
             torch.manual_seed(seed)
         gm = lw.lower_top()
     _apply_ties_and_freeze(gm, tg)
-    gm.graphc_records = lw.records  # type: ignore[assignment]
-    return gm
+    return Built(gm, tg, lw.records)
 
 
 @contextlib.contextmanager

@@ -14,5 +14,3 @@ import torch
 import torch._dynamo
 import torch.optim  # noqa: F401
 
-import graphc.export.weights
-import graphc.train.loop  # noqa: F401

@@ -71,13 +71,13 @@ def static_check(spec: Spec, config: str | Path | None, values: dict[str, Any], 
         values: dotted ``--set`` keys -> values (spec params, spec paths, ``train.*``).
         budget: ``params``, ``flops`` and ``memory`` limits (None: no limit).
     """
-    import graphc
+    from graphc.graph.check import check
     from graphc.summarize import summarize
 
     spec_over, recipe_over = split_values(values)
     try:
         s = spec.with_overrides(spec_over)
-        tg = graphc.check(s)
+        tg = check(s)
         loaded = load_recipe(s, config, recipe_over)
     except GraphcError as e:
         return Verdict("invalid", "; ".join(d.message for d in e.diagnostics[:3]))

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from graphc.errors import TrainError, WeightsError
-from graphc.export.weights import load_weights, save_weights
+from graphc.weights.tensors import load_weights, save_weights
 
 MANIFEST = "manifest.json"
 FILES = ("model.safetensors", "state.pt")

@@ -91,7 +91,7 @@ class Trainer:
     """Holds a run's model, optimizer and state; :meth:`run` trains to the end."""
 
     def __init__(self, tg: TypedGraph, loaded: LoadedRecipe, run_dir: Path, init: str | None = None, quiet: bool = False) -> None:
-        import graphc
+        from graphc.lower.built import lower_spec
 
         self.tg, self.loaded, self.recipe = tg, loaded, loaded.recipe
         self.run_dir = run_dir
@@ -102,7 +102,7 @@ class Trainer:
         torch.manual_seed(self.recipe.seed)
         self.data: Data = load_data(tg, loaded, self.recipe.seed)
         self._check_outputs()
-        self.gm = graphc.build(tg, seed=self.recipe.seed, device=self.device)
+        self.gm = lower_spec(tg, seed=self.recipe.seed, device=self.device).module
         self.init_plan: Any = None  # a --map/--partial load's plan, written once the run folder is claimed
         if init:
             from graphc.weights import WeightSource, load_into, load_weights_from
@@ -110,7 +110,7 @@ class Trainer:
             if isinstance(init, WeightSource):  # --map/--partial: through the transfer plan
                 self.init_plan = load_into(self.gm, init, tg)
             else:
-                load_weights_from(self.gm, init)
+                load_weights_from(self.gm, init, tg)
         self.adapters = apply_lora(self.gm, self.recipe.lora, loaded) if self.recipe.lora else []
         self.mode = compile_mode(self.gm, self.recipe.compile)
         self.forward = compiled_forward(self.gm, self.mode)
@@ -255,7 +255,7 @@ class Trainer:
         return stop
 
     def _keep_best(self, row: dict[str, float]) -> None:
-        from graphc.export.weights import save_weights
+        from graphc.weights.tensors import save_weights
 
         v = row.get(self.recipe.best_metric)
         if v is None:
@@ -331,7 +331,7 @@ class Trainer:
 
     def _finish(self, stopped: bool) -> TrainResult:
         """Test metrics of the best weights, the curves PNG and results.json."""
-        from graphc.export.weights import load_weights
+        from graphc.weights.tensors import load_weights
 
         best_file = self.run_dir / "best.safetensors"
         if best_file.exists():
@@ -367,7 +367,7 @@ def train(
         >>> r = graphc.train.train("specs/digits_cnn.yaml", "out/digits", overrides=["train.epochs=1"])
         >>> r.test["test_accuracy"]
     """
-    import graphc
+    from graphc.graph.check import as_spec, check
     from graphc.spec.overrides import split_overrides
     from graphc.train.recipe import load_recipe
 
@@ -375,8 +375,8 @@ def train(
     if config is not None:
         check_folder(run_dir, "run", force, spec_path(config), resume)
     spec_over, recipe_over = split_overrides(overrides)
-    s = graphc.load_spec(spec, spec_over)
-    tg = graphc.check(s)
+    s = as_spec(spec, spec_over)
+    tg = check(s)
     loaded = load_recipe(s, config, recipe_over)
     trainer = Trainer(tg, loaded, Path(run_dir), init=init, quiet=quiet)
     return trainer.run(resume=resume, force=force)

@@ -24,8 +24,8 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from graphc.errors import TrainError
-from graphc.export.weights import tied_aliases
 from graphc.train.recipe import LoadedRecipe, LoraCfg
+from graphc.weights.tensors import tied_aliases
 
 
 @dataclass

@@ -53,18 +53,20 @@ class TorchBackend:
     kind = "torch"
 
     def __init__(self, spec: str | Path, weights: str | Path | None, overrides: Overrides = None) -> None:
-        from graphc.api import _default_range, build, check
-        from graphc.export.weights import load_weights
+        from graphc.graph.check import check
+        from graphc.lower.built import lower_spec
+        from graphc.lower.inputs import default_range
+        from graphc.weights.tensors import load_weights
 
         self.tg = check(spec, overrides)
-        self.gm = build(self.tg, seed=0)
+        self.gm = lower_spec(self.tg, seed=0).module
         if weights is not None:
             load_weights(self.gm, weights)
         self.gm.eval()
         doc = self.tg.flat.spec.doc
         self.name = doc.name
         self.inputs = {n: TensorSig(n, tuple(i.shape), i.dtype, tuple(i.range) if i.range is not None  # type: ignore[arg-type]
-                                    else (None if i.dtype.startswith("float") else _default_range(n, i.dtype, self.tg)))
+                                    else (None if i.dtype.startswith("float") else default_range(n, i.dtype, self.tg)))
                        for n, i in doc.inputs.items()}
         self.outputs = {n: TensorSig(n, tuple(d if isinstance(d, int) else str(d) for d in t.shape), t.dtype)
                         for n, t in self.tg.output_types().items()}

@@ -33,7 +33,7 @@ def evaluate(spec: str | Path, *, weights: str | Path | None = None, onnx: str |
     """
     import torch
 
-    import graphc
+    from graphc.graph.check import check
     from graphc.spec.overrides import split_overrides
     from graphc.train.data import load_data
     from graphc.train.objectives import MetricState, total_loss
@@ -41,28 +41,28 @@ def evaluate(spec: str | Path, *, weights: str | Path | None = None, onnx: str |
     from graphc.use.backends import open_backend
 
     spec_over, recipe_over = split_overrides(list(overrides))
-    tg = graphc.check(spec, spec_over)
-    lr = load_recipe(tg.flat.spec, config, recipe_over)
+    tg = check(spec, spec_over)
+    loaded = load_recipe(tg.flat.spec, config, recipe_over)
     if data is not None:
         path = Path(data).resolve()
-        cfg = lr.recipe.data.model_copy(update={"dataset": str(path), "split": (1.0, 0.0, 0.0)})
-        lr = lr.model_copy(update={"recipe": lr.recipe.model_copy(update={"data": cfg})})
+        cfg = loaded.recipe.data.model_copy(update={"dataset": str(path), "split": (1.0, 0.0, 0.0)})
+        loaded = loaded.model_copy(update={"recipe": loaded.recipe.model_copy(update={"data": cfg})})
         split = "train"  # the whole file
-    loaded = load_data(tg, lr, seed=lr.recipe.seed)
-    part = getattr(loaded, split)
+    data_set = load_data(tg, loaded, seed=loaded.recipe.seed)
+    part = getattr(data_set, split)
     if len(part) == 0:
-        raise DataError(f"the {split} split is empty (split fractions {list(lr.recipe.data.split)})")
+        raise DataError(f"the {split} split is empty (split fractions {list(loaded.recipe.data.split)})")
     backend = open_backend(onnx) if onnx is not None else open_backend(spec, weights, spec_over)
-    missing = [n for n in loaded.inputs if n not in backend.inputs]
+    missing = [n for n in data_set.inputs if n not in backend.inputs]
     if missing:
         raise GraphcError(f"{onnx}: the compiled model has no input '{missing[0]}' of the spec (compiled from another spec?)")
-    state = MetricState(lr.recipe.metric_cfgs)
+    state = MetricState(loaded.recipe.metric_cfgs)
     loss_sum, n = 0.0, 0
     for idx in torch.arange(len(part)).split(batch_size):
         batch = part.batch(idx)
-        outs = backend.run({k: batch[k].numpy() for k in loaded.inputs})
+        outs = backend.run({k: batch[k].numpy() for k in data_set.inputs})
         out_t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in outs.items()}
-        loss_sum += float(total_loss(out_t, batch, lr.recipe.loss_terms)) * len(idx)
+        loss_sum += float(total_loss(out_t, batch, loaded.recipe.loss_terms)) * len(idx)
         n += len(idx)
         state.update(out_t, batch)
     return {"loss": loss_sum / n, **state.values(), "examples": float(n)}

@@ -25,7 +25,7 @@ from graphc.weights.readers import Checkpoint, open_checkpoint
 if TYPE_CHECKING:
     from torch import fx, nn
 
-    from graphc.api import SpecLike
+    from graphc.graph.check import SpecLike
     from graphc.graph.infer import TypedGraph
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -49,13 +49,9 @@ class Converted:
 
 
 def _typed(spec: SpecLike | TypedGraph, overrides: Overrides) -> TypedGraph:
-    from graphc.graph.infer import TypedGraph
+    from graphc.graph.check import typed
 
-    if isinstance(spec, TypedGraph):
-        return spec
-    from graphc.api import check
-
-    return check(spec, overrides)
+    return typed(spec, overrides)
 
 
 def _map(wmap: str | Path | WeightMap | None) -> WeightMap | None:
@@ -91,7 +87,7 @@ def convert(spec: SpecLike | TypedGraph, ckpt: str | Path, output: str | Path, m
     return Converted(p, out, warnings)
 
 
-def load_into(model: nn.Module, source: WeightSource | str | Path, tg: TypedGraph | None = None,
+def load_into(model: nn.Module, source: WeightSource | str | Path, tg: TypedGraph,
               report_dir: str | Path | None = None) -> Plan:
     """Load ``source`` into ``model`` (built from ``tg``) in place, through the plan.
 
@@ -101,9 +97,6 @@ def load_into(model: nn.Module, source: WeightSource | str | Path, tg: TypedGrap
     from graphc.weights.transfer import load_plan_into
 
     src = source if isinstance(source, WeightSource) else WeightSource(source)
-    tg = tg or getattr(model, "graphc", None)
-    if tg is None:
-        raise WeightsError("load_into needs the model's TypedGraph (models from graphc.build carry it)")
     c = open_checkpoint(src.path)
     p = make_plan(tg, c, _map(src.map))
     require(p, src.partial)
@@ -118,13 +111,15 @@ def load_into(model: nn.Module, source: WeightSource | str | Path, tg: TypedGrap
     return p
 
 
-def load_weights_from(model: nn.Module, source: WeightSource | str | Path, report_dir: str | Path | None = None) -> nn.Module:
+def load_weights_from(model: nn.Module, source: WeightSource | str | Path, tg: TypedGraph,
+                      report_dir: str | Path | None = None) -> nn.Module:
     """The hook of ``--init``/``--weights``: a plain path loads strictly as before (all keys, same
-    names); a :class:`WeightSource` (``--map``/``--partial`` given) goes through the plan."""
+    names); a :class:`WeightSource` (``--map``/``--partial`` given) goes through the plan
+    (``tg``: what ``model`` was built from)."""
     if isinstance(source, WeightSource):
-        load_into(model, source, report_dir=report_dir)
+        load_into(model, source, tg, report_dir=report_dir)
         return model
-    from graphc.export.weights import load_weights
+    from graphc.weights.tensors import load_weights
 
     return load_weights(model, source)
 
@@ -132,10 +127,10 @@ def load_weights_from(model: nn.Module, source: WeightSource | str | Path, repor
 def load(spec: SpecLike | TypedGraph, ckpt: str | Path, map: str | Path | WeightMap | None = None,
          partial: bool = False, overrides: Overrides = None, seed: int = 0) -> fx.GraphModule:
     """Build ``spec`` and load ``ckpt`` into it (``partial``: keep the initialisation of new tensors)."""
-    from graphc.api import build
+    from graphc.lower.built import lower_spec
 
     tg = _typed(spec, overrides)
-    gm = build(tg, seed=seed)
+    gm = lower_spec(tg, seed=seed).module
     load_into(gm, WeightSource(ckpt, map, partial), tg)
     return gm
 

@@ -202,12 +202,13 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         raise WeightsError(f"{path}: checkpoint not found")
     if path.name.endswith(".index.json"):
         return _index(path)
-    if _looks_safetensors(path):
+    if looks_safetensors(path):
         return SafetensorsFile(path)
     return TorchFile(path)
 
 
-def _looks_safetensors(path: Path) -> bool:
+def looks_safetensors(path: Path) -> bool:
+    """safetensors starts with an 8-byte header length and a JSON header; torch files are zip/pickle."""
     if path.suffix == ".safetensors":
         return True
     with open(path, "rb") as f:

@@ -22,13 +22,12 @@ from graphc.errors import NO_FILE, Diagnostic, Pos, WeightsError
 from graphc.io import atomic_path
 from graphc.weights.planner import Expected, Plan, Transfer, expected_tensors
 from graphc.weights.readers import ST_DTYPES, TORCH_TO_ST, Checkpoint
+from graphc.weights.tensors import TIES_KEY
 
 if TYPE_CHECKING:
     from torch import nn
 
     from graphc.graph.infer import TypedGraph
-
-TIES_KEY = "graphc.ties"  # the same metadata key graphc.export.weights writes
 
 
 def apply(t: Transfer, tensors: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -86,8 +86,9 @@ def _ratio(a: Callable[[], None], b: Callable[[], None], rounds: int = 15, steps
 
 
 def _pair(spec: str, twin: nn.Module, batch: int, **dims: int) -> tuple[Callable[[], None], Callable[[], None]]:
-    gm = graphc.build(ROOT / "specs" / spec, seed=0)
-    inputs = graphc.example_inputs(gm.graphc, B=batch, **dims)
+    tg = graphc.check(ROOT / "specs" / spec)
+    gm = graphc.build(tg, seed=0)
+    inputs = graphc.example_inputs(tg, B=batch, **dims)
     with torch.no_grad():
         out = gm(*inputs)
     classes = out.shape[-1]

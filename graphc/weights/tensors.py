@@ -1,4 +1,8 @@
-"""Weight files: safetensors keyed by the spec's node paths (= ``gm.state_dict()`` keys).
+"""Weight files, the torch side: safetensors keyed by the spec's node paths (= ``gm.state_dict()`` keys).
+
+Read, write and load whole state dicts, digest them, and refuse non-finite values; used by
+export, training, LoRA and the API.  The rest of :mod:`graphc.weights` (maps, plan, header
+readers) stays torch-free.
 
 Tied weights: safetensors refuses tensors that share storage, so a tied parameter is stored
 once, under the key of its *owner* (the first name ``named_parameters`` gives it, i.e. the
@@ -14,17 +18,20 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from graphc.errors import Pos, WeightsError
+from graphc.errors import Pos, WeightsError, first_line
 from graphc.io import atomic_path
+from graphc.weights.readers import looks_safetensors
+
+if TYPE_CHECKING:
+    from graphc.graph.infer import TypedGraph
 
 TIES_KEY = "graphc.ties"
-SOURCE_ATTR = "graphc_weights"  # set on a model by load_weights: the file its weights came from
-FRESH = "fresh weights from the spec's init"
+FRESH = "fresh weights from the spec's init"  # the weights source of a model no file was loaded into
 
 
 def tied_aliases(model: nn.Module) -> dict[str, str]:
@@ -65,7 +72,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     try:
-        if _is_safetensors(path):
+        if looks_safetensors(path):
             from safetensors.torch import load_file
 
             return dict(load_file(str(path)))
@@ -73,7 +80,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     except WeightsError:
         raise
     except Exception as e:  # corrupt or truncated: any reader error means the same to the user
-        raise WeightsError(f"{path}: cannot read weights: {_first_line(e)}") from e
+        raise WeightsError(f"{path}: cannot read weights: {first_line(e)}") from e
     return _tensor_dict(path, obj)
 
 
@@ -94,7 +101,6 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         raise WeightsError(f"{path}: weights hold non-finite values (NaN or inf): {_listed(bad)}")
     state = {k: tensors[k] if k in tensors else tensors[aliases[k]] for k in expected}
     model.load_state_dict(state, strict=True)
-    setattr(model, SOURCE_ATTR, str(path))
     return model
 
 
@@ -115,9 +121,9 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def weights_source(model: nn.Module) -> str:
-    """The weights file loaded into ``model``, or :data:`FRESH`."""
-    return str(getattr(model, SOURCE_ATTR, None) or FRESH)
+def weights_source(loaded: str | None) -> str:
+    """The weights file a model was loaded from (``Built.weights``), or :data:`FRESH`."""
+    return loaded or FRESH
 
 
 NAMED = 8  # at most this many tensors are named in one error line
@@ -141,22 +147,21 @@ def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     return out
 
 
-def check_initialized(model: nn.Module) -> None:
+def check_initialized(model: nn.Module, tg: TypedGraph | None = None) -> None:
     """Refuse a model whose parameters or buffers are not finite (after load or init).
 
     Loaded files are already checked by :func:`load_weights` (naming the file); what is
     left is initialization, e.g. ``init: {std: 1e300}`` overflowing float32, so the error
-    points at the first affected node's ``init`` in the spec.
+    points at the first affected node's ``init`` in the spec (``tg``: what ``model`` was built from).
     """
     bad = non_finite({k: v.detach() for k, v in model.state_dict().items()})
     if not bad:
         return
-    tg = getattr(model, "graphc", None)
     node = bad[0].split(" ", 1)[0].rpartition(".")[0]
     pos: Pos | None = None
     if tg is not None:
         flat = tg.flat.nodes.get(node)
-        own = flat is not None and getattr(flat.op, "init", None) is not None
+        own = flat is not None and flat.init is not None
         pos = flat.pos if flat is not None and (own or tg.flat.spec.doc.init is None) else tg.flat.spec.pos("init")
     raise WeightsError(f"weights are not finite after initialization (check the 'init' std/scale): {_listed(bad)}", pos)
 
@@ -184,15 +189,6 @@ def _mismatches(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor],
     return problems
 
 
-def _is_safetensors(path: Path) -> bool:
-    """safetensors starts with an 8-byte header length and a JSON header; torch files are zip/pickle."""
-    if path.suffix == ".safetensors":
-        return True
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{"
-
-
 def _tensor_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
@@ -200,7 +196,3 @@ def _tensor_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: not a state_dict (expected a mapping of names to tensors)")
     return {str(k): v for k, v in obj.items()}
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
