@@ -37,10 +37,13 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _compile(args: argparse.Namespace) -> int:
     from graphc.export.api import compile
+    from graphc.export.quant_cli import quant_options, report_on_failure, summary
 
-    r = compile(args.spec, args.output, args.overrides, args.weights, args.opset)
+    quant = quant_options(args)
+    with report_on_failure():
+        r = compile(args.spec, args.output, args.overrides, args.weights, args.opset, quant=quant)
     print(f"wrote {r.out_dir}/: {', '.join(r.files)}")
-    print("\n".join(r.verify.lines()))
+    print("\n".join(r.verify.lines() + summary(r.out_dir)))
     return 0
 
 
@@ -74,3 +77,11 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
     p.add_argument("--opset", type=int, default=None)
     p.set_defaults(handler=_compile)
+    _quant_args(p)
+
+
+def _quant_args(p: argparse.ArgumentParser) -> None:
+    """``compile``'s optimise/quantise flags, defined in graphc/export/quantize.py."""
+    from graphc.export.quant_cli import quant_args
+
+    quant_args(p)
