@@ -85,6 +85,8 @@ def format_table(q: dict[str, Any], limit: int = 20) -> list[str]:
         lines.append(f"  metric {name}: fp32 {metrics['fp32'][name]:.4g}, quantized {value:.4g}")
     if q.get("optimized"):
         lines.append(f"  optimized: {json.dumps(q['optimized'])}")
+    if q.get("calibration"):
+        lines.append(f"  calibrated on {q['calibration']}")
     if q.get("detail"):
         lines.append(f"  {q['detail']}")
     return lines
@@ -106,7 +108,10 @@ def summary(out_dir: Path) -> list[str]:
     if "quantization" in ver:
         return format_table(ver["quantization"])
     if "optimized" in ver:
-        return [f"optimized: {json.dumps(ver['optimized'])}"]
+        opt = ver["optimized"]
+        worst = ", ".join(f"{k} max abs diff {o['max_abs_diff']:.3g}" for k, o in opt["verify"]["outputs"].items())
+        return [f"optimized: level {opt['level']}, fusions {json.dumps(opt['fusions'])}; verify "
+                f"{'PASSED' if opt['verify']['passed'] else 'FAILED'} ({worst})"]
     return []
 
 

@@ -77,12 +77,14 @@ class QuantReport:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # {"fp32": {...}, "quantized": {...}}
     optimized: dict[str, Any] = field(default_factory=dict)
     detail: str = ""
+    calibration: str = ""  # int8-static: where the calibration batches came from
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "passed": self.passed, "budget": {"min_snr_db": self.min_snr},
                 "outputs": [asdict(o) for o in self.outputs], "nodes": [asdict(n) for n in self.nodes],
                 "first_over_budget": self.first_over_budget, "kept_fp32": self.kept_fp32, "sizes": self.sizes,
-                "files": self.files, "metrics": self.metrics, "optimized": self.optimized, "detail": self.detail}
+                "files": self.files, "metrics": self.metrics, "optimized": self.optimized, "detail": self.detail,
+                "calibration": self.calibration}
 
     def table(self) -> list[str]:
         return format_table(self.to_json())
@@ -163,7 +165,7 @@ def quantize_file(src: Path, dst: Path, opts: QuantOptions, exclude: list[str], 
 
             # ConvInteger has no int8-weight kernel on CPU, so convolutions stay fp32 in dynamic mode
             quantize_dynamic(src, dst, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                             op_types_to_quantize=["MatMul", "Gemm", "Attention", "LSTM", "GRU"])
+                             op_types_to_quantize=["MatMul", "Gemm", "Attention", "LSTM", "GRU", "Gather"])
         elif opts.mode == "int8-static":
             from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -195,6 +197,16 @@ def changed_nodes(before: onnx.ModelProto, after: onnx.ModelProto, mode: str, ex
 
 
 # --- the node report ------------------------------------------------------------------------
+
+
+def as_seen(model: onnx.ModelProto, values: dict[str, str]) -> dict[str, str]:
+    """``values`` with each QDQ-quantized value replaced by its DequantizeLinear output: what
+    the next layer really reads.  (The QDQ quantizer also drops a Relu after a Conv/MatMul and
+    lets the quantization range clamp instead, so the Relu's name then holds the pre-Relu value
+    and only the dequantized one is the node's value.)"""
+    q_of = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    dq_of = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return {k: dq_of.get(q_of.get(v, ""), v) for k, v in values.items()}
 
 
 def _with_value_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
@@ -260,7 +272,7 @@ def measure(gm: fx.GraphModule, model_path: Path, own: dict[str, str], changed: 
 
     tg: TypedGraph = gm.graphc  # type: ignore[assignment]
     model = onnx.load(str(model_path))
-    values: dict[str, str] = _meta(model, VALUES_KEY) or {}
+    values = as_seen(model, _meta(model, VALUES_KEY) or {})
     sizes = sizes_of(model, tg)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -360,10 +372,15 @@ def quantize_into(gm: fx.GraphModule, folder: Path, opts: QuantOptions, seed: in
     report = QuantReport(opts.mode, ok, opts.min_snr, outs, nodes, first_over(nodes, opts), kept, sizes,
                          {"fp32": fp32.stat().st_size, "quantized": dst.stat().st_size},
                          detail=f"--keep-fp32 auto kept, in order: {'; '.join(steps)}" if steps else "")
-    if opts.optimize:
+    if reader is not None:
+        report.calibration = reader.source
+    if opts.optimize:  # the shipped file is the optimised one: measure that again
         from graphc.export.optimize import optimize_file
 
         report.optimized = optimize_file(dst, dst, tg)
+        report.outputs, report.nodes, _ = measure(gm, dst, own, changed, seed)
+        report.passed = within_budget(report.outputs, opts)
+        report.first_over_budget = first_over(report.nodes, opts)
     if opts.data is not None:
         from graphc.export.metrics import compare_metrics
 
