@@ -24,8 +24,11 @@ def _export(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from graphc.export.api import verify_onnx
+    from graphc.export.quant_cli import is_quantized
     from graphc.export.verify import raise_if_failed
 
+    if is_quantized(args.model):  # --quantize output: graphc/export/quantize.py checks it
+        return _verify_quantized(args)
     r = verify_onnx(args.model, args.spec_file, args.overrides, args.weights)
     if args.json:
         print(json.dumps(r.to_json(), indent=2))
@@ -85,3 +88,20 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     from graphc.export.quant_cli import quant_args
 
     quant_args(p)
+
+
+def _verify_quantized(args: argparse.Namespace) -> int:
+    """``verify`` of a quantized model.onnx: its node report within its recorded budget."""
+    from pathlib import Path
+
+    from graphc.export.api import _model
+    from graphc.export.quant_cli import report_on_failure
+    from graphc.export.quantize import verify_quantized
+    from graphc.export.verify import check_provenance
+
+    gm = _model(args.spec_file, args.overrides, args.weights, 0)
+    check_provenance(gm, args.model)
+    with report_on_failure():
+        r = verify_quantized(Path(args.model), gm)
+    print(json.dumps(r.to_json(), indent=2) if args.json else "\n".join(r.table()))
+    return 0

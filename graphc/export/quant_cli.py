@@ -102,6 +102,17 @@ def report_on_failure() -> Iterator[None]:
         raise
 
 
+def is_quantized(model: str | Path) -> bool:
+    """Whether ``model`` is a model.onnx that ``--quantize`` wrote (its metadata says so)."""
+    import onnx
+
+    try:
+        props = onnx.load(str(model), load_external_data=False).metadata_props
+    except Exception:
+        return False  # unreadable: the ordinary verify path reports it
+    return any(p.key == "graphc.quantization" for p in props)
+
+
 def summary(out_dir: Path) -> list[str]:
     """The report lines of a finished compile (nothing when it did not quantize or optimise)."""
     ver = json.loads((out_dir / "verify.json").read_text(encoding="utf-8"))

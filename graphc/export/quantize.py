@@ -416,7 +416,8 @@ def _copy_meta(base: onnx.ModelProto, dst: Path, opts: QuantOptions, kept: list[
     """The quantizers may drop model metadata; graphc's (values, dims, provenance) must stay."""
     model = onnx.load(str(dst))
     keep = {p.key: p.value for p in base.metadata_props if p.key.startswith("graphc.")}
-    keep[QUANT_KEY] = json.dumps({"mode": opts.mode, "kept_fp32": kept})
+    keep[QUANT_KEY] = json.dumps({"mode": opts.mode, "kept_fp32": kept, "min_snr_db": opts.min_snr,
+                                  "max_abs_error": opts.max_abs_error})
     rest = [(p.key, p.value) for p in model.metadata_props if p.key not in keep]
     del model.metadata_props[:]
     for k, v in [*rest, *keep.items()]:
@@ -440,3 +441,26 @@ def _record(folder: Path, report: QuantReport) -> None:
     with (folder / "model.py").open("a", encoding="utf-8") as f:
         f.write("\n\n# This file is the fp32 torch model; model.onnx beside it is quantized as recorded here.\n")
         f.write(f"ONNX_QUANTIZATION = {note!r}\n")
+
+
+def verify_quantized(model_path: Path, gm: fx.GraphModule, seed: int = 0) -> QuantReport:
+    """``graphc verify`` of a quantized model.onnx: the node report against the fp32 torch
+    model, with the budget recorded in the file (its ``graphc.quantization`` metadata).
+
+    Raises:
+        QuantizeError: an output is outside that budget (exit 3).
+    """
+    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
+    model = onnx.load(str(model_path))
+    info = _meta(model, QUANT_KEY)
+    opts = QuantOptions(info["mode"], min_snr=float(info.get("min_snr_db", 20.0)), max_abs_error=info.get("max_abs_error"))
+    fp32 = model_path.with_name(FP32_FILE)
+    base = onnx.load(str(fp32)) if fp32.is_file() else model
+    own = owners(base, tg)
+    changed = changed_nodes(base, model, info["mode"], onnx_nodes_of(info.get("kept_fp32", []), own)) if fp32.is_file() else set()
+    outs, nodes, sizes = measure(gm, model_path, own, changed, seed)
+    report = QuantReport(info["mode"], within_budget(outs, opts), opts.min_snr, outs, nodes, first_over(nodes, opts),
+                         list(info.get("kept_fp32", [])), sizes)
+    if not report.passed:
+        raise QuantizeError(f"{model_path}: {_failure(report, opts)}", report.table())
+    return report
