@@ -158,7 +158,9 @@ def onnx_nodes_of(spec_nodes: list[str], own: dict[str, str]) -> list[str]:
 
 def quantize_file(src: Path, dst: Path, opts: QuantOptions, exclude: list[str], reader: Any = None) -> None:
     """Quantize ``src`` into ``dst`` with onnxruntime, leaving the ``exclude`` ONNX nodes in fp32."""
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's "run pre-processing" advice is not the user's concern
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs "run pre-processing" advice on the root logger
     try:
         if opts.mode == "int8-dynamic":
             from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -185,6 +187,8 @@ def quantize_file(src: Path, dst: Path, opts: QuantOptions, exclude: list[str], 
     except Exception as e:
         lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
         raise ExportError(f"onnxruntime {opts.mode} quantization failed: {lines[0] if lines else type(e).__name__}") from e
+    finally:
+        root.setLevel(level)
 
 
 def changed_nodes(before: onnx.ModelProto, after: onnx.ModelProto, mode: str, excluded: list[str]) -> set[str]:
