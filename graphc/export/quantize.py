@@ -335,17 +335,57 @@ def apply(gm: fx.GraphModule, folder: Path, opts: QuantOptions, seed: int = 0) -
     return optimize_verified(gm, folder)
 
 
+@dataclass
+class _Attempt:
+    """One quantization with a given set of fp32 spec nodes, measured."""
+
+    outputs: list[NodeError]
+    nodes: list[NodeError]
+    sizes: list[dict[str, int]]
+    changed: set[str]
+    metrics: dict[str, dict[str, float]]
+    passed: bool
+    optimized: dict[str, Any]
+
+
+def _attempt(gm: fx.GraphModule, fp32: Path, dst: Path, base: onnx.ModelProto, own: dict[str, str], opts: QuantOptions,
+             kept: list[str], reader: Any, seed: int) -> _Attempt:
+    assert opts.mode is not None
+    if reader is not None:
+        reader.rewind()
+    exclude = onnx_nodes_of(kept, own)
+    quantize_file(fp32, dst, opts, exclude, reader)
+    _copy_meta(base, dst, opts, kept)
+    changed = changed_nodes(base, onnx.load(str(dst)), opts.mode, exclude)
+    optimized: dict[str, Any] = {}
+    if opts.optimize:  # the shipped file is the optimised one: measure that
+        from graphc.export.optimize import optimize_file
+
+        optimized = optimize_file(dst, dst, gm.graphc)  # type: ignore[arg-type]
+    outs, nodes, sizes = measure(gm, dst, own, changed, seed)
+    passed = within_budget(outs, opts)
+    metrics: dict[str, dict[str, float]] = {}
+    if opts.data is not None:
+        from graphc.export.metrics import compare_metrics
+
+        metrics = compare_metrics(gm, dst, opts.data, seed)
+        passed = passed and _metric_ok(metrics, opts)
+    return _Attempt(outs, nodes, sizes, changed, metrics, passed, optimized)
+
+
 def quantize_into(gm: fx.GraphModule, folder: Path, opts: QuantOptions, seed: int = 0) -> QuantReport:
     """Quantize ``folder/model.onnx`` (verified fp32) in place, keeping fp32 as model.fp32.onnx,
     and record the report in verify.json, manifest.json and model.py.
 
+    ``--keep-fp32 auto`` repeats the attempt with one more fp32 node until the outputs (and,
+    with ``--data``, the metrics) are within budget.
+
     Raises:
-        QuantizeError: the quantized outputs are outside the budget (after ``auto`` fallback).
+        QuantizeError: the quantized model is outside the budget (after the ``auto`` fallback).
     """
     tg: TypedGraph = gm.graphc  # type: ignore[assignment]
     assert opts.mode is not None
-    fp32 = folder / FP32_FILE
-    dst = folder / "model.onnx"
+    fp32, dst = folder / FP32_FILE, folder / "model.onnx"
     shutil.move(dst, fp32)
     base = onnx.load(str(fp32))
     own = owners(base, tg)
@@ -358,38 +398,16 @@ def quantize_into(gm: fx.GraphModule, folder: Path, opts: QuantOptions, seed: in
         reader = reader_for(tg, opts, seed)
     steps: list[str] = []
     while True:
-        if reader is not None:
-            reader.rewind()
-        exclude = onnx_nodes_of(kept, own)
-        quantize_file(fp32, dst, opts, exclude, reader)
-        _copy_meta(base, dst, opts, kept)
-        changed = changed_nodes(base, onnx.load(str(dst)), opts.mode, exclude)
-        outs, nodes, sizes = measure(gm, dst, own, changed, seed)
-        ok = within_budget(outs, opts)
-        if ok or not auto or len(kept) >= opts.max_auto:
-            break
-        pick = next_to_keep(nodes, opts, kept)
+        got = _attempt(gm, fp32, dst, base, own, opts, kept, reader, seed)
+        pick = None if got.passed or not auto or len(kept) >= opts.max_auto else next_to_keep(got.nodes, opts, kept)
         if pick is None:
             break
-        steps.append(f"{pick} (output SNR {min(o.snr_db for o in outs):.1f} dB before)")
+        steps.append(f"{pick} (output SNR {min(o.snr_db for o in got.outputs):.1f} dB before)")
         kept.append(pick)
-    report = QuantReport(opts.mode, ok, opts.min_snr, outs, nodes, first_over(nodes, opts), kept, sizes,
-                         {"fp32": fp32.stat().st_size, "quantized": dst.stat().st_size},
-                         detail=f"--keep-fp32 auto kept, in order: {'; '.join(steps)}" if steps else "")
-    if reader is not None:
-        report.calibration = reader.source
-    if opts.optimize:  # the shipped file is the optimised one: measure that again
-        from graphc.export.optimize import optimize_file
-
-        report.optimized = optimize_file(dst, dst, tg)
-        report.outputs, report.nodes, _ = measure(gm, dst, own, changed, seed)
-        report.passed = within_budget(report.outputs, opts)
-        report.first_over_budget = first_over(report.nodes, opts)
-    if opts.data is not None:
-        from graphc.export.metrics import compare_metrics
-
-        report.metrics = compare_metrics(gm, dst, opts.data, seed)
-        report.passed = report.passed and _metric_ok(report.metrics, opts)
+    report = QuantReport(opts.mode, got.passed, opts.min_snr, got.outputs, got.nodes, first_over(got.nodes, opts), kept,
+                         got.sizes, {"fp32": fp32.stat().st_size, "quantized": dst.stat().st_size}, got.metrics,
+                         detail=f"--keep-fp32 auto kept, in order: {'; '.join(steps)}" if steps else "",
+                         optimized=got.optimized, calibration=reader.source if reader is not None else "")
     _record(folder, report)
     if not report.passed:
         raise QuantizeError(_failure(report, opts), report.table())
