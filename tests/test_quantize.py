@@ -123,7 +123,7 @@ def test_int8_dynamic_mlp_report_manifest_and_model_py(tmp_path: Path) -> None:
     assert "model.fp32.onnx" in man["files"]
     model = onnx.load(str(out / "model.onnx"))
     meta = {p.key: p.value for p in model.metadata_props}
-    assert json.loads(meta["graphc.quantization"]) == {"mode": "int8-dynamic", "kept_fp32": []}
+    assert json.loads(meta["graphc.quantization"]) == {"mode": "int8-dynamic", "kept_fp32": [], "min_snr_db": 20.0, "max_abs_error": None}
     assert meta["graphc.spec_name"] == "mlp" and "graphc.values" in meta
     assert "MatMulInteger" in {n.op_type for n in model.graph.node}
     tree = ast.parse((out / "model.py").read_text())
@@ -186,7 +186,9 @@ def test_int8_static_without_data_says_it_used_random_inputs(tmp_path: Path) -> 
     (lambda p: np.savez(p, y=np.zeros((4, 10), np.float32)), "no array named x"),
     (lambda p: np.savez(p, x=np.zeros((4, 10), np.int64)), "array 'x' is int64"),
     (lambda p: p.write_bytes(b"not a zip"), "not a readable .npz file"),
-], ids=["missing", "dtype", "corrupt"])
+    (lambda p: np.savez(p, x=np.zeros((4, 7), np.float32)), "array 'x' is float32 with shape [4, 7]"),
+    (lambda p: np.savez(p, x=np.zeros((0, 10), np.float32)), "the arrays hold no examples"),
+], ids=["missing", "dtype", "corrupt", "shape", "empty"])
 def test_bad_calibration_file_is_a_clean_error(tmp_path: Path, write: object, message: str) -> None:
     calib = tmp_path / "calib.npz"
     write(calib)  # type: ignore[operator]

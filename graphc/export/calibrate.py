@@ -61,11 +61,15 @@ def _npz(path: Path, tg: TypedGraph, batches: int, batch: int) -> list[dict[str,
     except (OSError, ValueError) as e:
         raise DataError(f"--calibrate: not a readable .npz file: {e}", Pos(str(path))) from None
     for n, a in arrays.items():
-        want = getattr(np, tg.flat.spec.doc.inputs[n].dtype, None)
-        if a.ndim == 0 or (want is not None and a.dtype != want):
+        inp = tg.flat.spec.doc.inputs[n]
+        want = getattr(np, inp.dtype, None)
+        fixed = all(isinstance(d, str) or d == got for d, got in zip(inp.shape, a.shape, strict=False))
+        if a.ndim != len(inp.shape) or not fixed or (want is not None and a.dtype != want):
             raise DataError(f"--calibrate: array '{n}' is {a.dtype} with shape {list(a.shape)}; "
-                            f"the spec's input is {tg.flat.spec.doc.inputs[n].dtype}", Pos(str(path)))
+                            f"the spec's input is {inp.dtype} {list(inp.shape)}", Pos(str(path)))
     count = int(min(a.shape[0] for a in arrays.values()))
+    if count == 0:
+        raise DataError("--calibrate: the arrays hold no examples", Pos(str(path)))
     return [{k: a[i : i + batch] for k, a in arrays.items()} for i in range(0, min(count, batches * batch), batch)]
 
 
