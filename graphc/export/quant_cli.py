@@ -117,7 +117,7 @@ def summary(out_dir: Path) -> list[str]:
     """The report lines of a finished compile (nothing when it did not quantize or optimise)."""
     ver = json.loads((out_dir / "verify.json").read_text(encoding="utf-8"))
     if "quantization" in ver:
-        return format_table(ver["quantization"])
+        return [*format_table(ver["quantization"]), "  model.onnx is the quantized model; model.fp32.onnx the verified fp32 export"]
     if "optimized" in ver:
         opt = ver["optimized"]
         worst = ", ".join(f"{k} max abs diff {o['max_abs_diff']:.3g}" for k, o in opt["verify"]["outputs"].items())
@@ -178,10 +178,10 @@ def quant_args(p: Any) -> None:
 
 def quant_options(args: Any) -> QuantOptions | None:
     """The :class:`QuantOptions` of parsed ``compile`` flags (None when nothing was asked)."""
-    if args.quantize is None and not args.optimize:
-        return None
     if args.quantize is None and (args.keep_fp32 or args.calibrate or args.data):
         raise QuantUsageError("--keep-fp32, --calibrate and --data need --quantize")
+    if args.quantize is None and not args.optimize:
+        return None
     if args.keep_fp32 and "auto" in args.keep_fp32 and len(args.keep_fp32) > 1:
         raise QuantUsageError("--keep-fp32 auto takes no globs beside it")
     return QuantOptions(args.quantize, args.optimize, tuple(args.keep_fp32), args.min_snr, args.max_abs_error,
