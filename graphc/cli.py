@@ -21,7 +21,7 @@ from typing import Any
 
 from graphc.errors import Diagnostic, GraphcError, Pos
 
-COMMAND_MODULES = ("graphc.export.commands", "graphc.train.commands")
+COMMAND_MODULES = ("graphc.export.commands", "graphc.train.commands", "graphc.weights.commands")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -95,16 +95,42 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _emit(text: str, output: str | None) -> int:
-    """Write ``text`` to ``output`` atomically, or to stdout."""
+def _emit(text: str, output: str | None, force: bool = False, marker: str = "", is_ours: Any = None, what: str = "output") -> int:
+    """Write ``text`` to stdout, or to ``output`` under graphc's output rules (graphc.outputs):
+    a new file, graphc's own previous one (``is_ours``), any file with ``force``, or into a
+    device/FIFO.  ``marker`` (a comment line) is appended to files so a re-run recognises them."""
     if output:
-        from graphc.io import write_text
+        from graphc.outputs import check_file, write_file
 
-        write_text(output, text)
+        write_file(check_file(output, force, is_ours, what), (text + marker).encode("utf-8"))
         print(f"wrote {output}")
     else:
         sys.stdout.write(text)
     return 0
+
+
+GRAPH_MARKERS = {"mermaid": "%% written by graphc graph\n", "dot": "// written by graphc graph\n"}
+SCHEMA_ID = "https://graphc.dev/schema/"
+
+
+def _ends_with(marker: str) -> Any:
+    """An ``is_ours`` check: the file's last line is graphc's marker comment."""
+
+    def check(path: Any) -> bool:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - len(marker.encode())))
+            return f.read() == marker.encode()
+
+    return check
+
+
+def _is_graphc_schema(path: Any) -> bool:
+    """A JSON Schema graphc wrote: its ``$id`` is graphc's (read with a size cap)."""
+    from graphc.outputs import READ_CAP
+
+    with open(path, "rb") as f:
+        data = json.loads(f.read(READ_CAP * 16))
+    return isinstance(data, dict) and str(data.get("$id", "")).startswith(SCHEMA_ID)
 
 
 def _graph(args: argparse.Namespace) -> int:
@@ -112,13 +138,21 @@ def _graph(args: argparse.Namespace) -> int:
     from graphc.graph.render import to_dot, to_mermaid
 
     tg = graphc.check(args.spec, args.overrides)
-    return _emit(to_mermaid(tg) if args.format == "mermaid" else to_dot(tg), args.output)
+    text = to_mermaid(tg) if args.format == "mermaid" else to_dot(tg)
+    marker = GRAPH_MARKERS[args.format]
+    return _emit(text, args.output, args.force, marker, _ends_with(marker), "graph file")
 
 
 def _schema(args: argparse.Namespace) -> int:
     from graphc.spec.schema import spec_schema
 
-    return _emit(json.dumps(spec_schema(), indent=2) + "\n", args.output)
+    return _emit(json.dumps(spec_schema(), indent=2) + "\n", args.output, args.force, is_ours=_is_graphc_schema, what="schema file")
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write to FILE instead of stdout (an existing file only if graphc wrote it)")
+    p.add_argument("--force", action="store_true", help="replace an existing FILE graphc did not write")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,11 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("graph", help="draw the graph as Mermaid or Graphviz DOT")
     add_spec_args(p)
     p.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
-    p.add_argument("-o", "--output", help="write to FILE instead of stdout")
+    _output_args(p)
     p.set_defaults(handler=_graph)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the spec format")
-    p.add_argument("-o", "--output", help="write to FILE instead of stdout")
+    _output_args(p)
     p.set_defaults(handler=_schema)
 
     for name in COMMAND_MODULES:

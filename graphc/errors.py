@@ -9,8 +9,9 @@ once (:class:`SpecErrors`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 NO_FILE = "<graphc>"  # errors that belong to no file print as "graphc: error: ..."
 
@@ -60,13 +61,66 @@ class GraphcError(Exception):
     @classmethod
     def many(cls, diagnostics: list[Diagnostic]) -> GraphcError:
         """One error carrying several diagnostics, sorted by position."""
-        items = sorted(dict.fromkeys(diagnostics), key=lambda d: d.pos)
+        items = sorted(merge_copies(dict.fromkeys(diagnostics)), key=lambda d: d.pos)
         err = cls(items[0].message, items[0].pos)
         err.diagnostics = items
         return err
 
     def __str__(self) -> str:
         return "\n".join(str(d) for d in self.diagnostics)
+
+
+def scope_label(scope: str) -> str:
+    """The text that says which block instance a message is about: `` (in body.1)``.
+
+    Every message about a node inside a block instance carries it right after the node's
+    path; :func:`merge_copies` relies on this one spelling.
+    """
+    return f" (in {scope})"
+
+
+_SCOPE = re.compile(r" \(in ([^\s()]+)\)")
+
+
+def merge_copies(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """One diagnostic per mistake, however many block copies it shows up in.
+
+    A mistake inside a block (or a repeated block) is found once per instance, at the same
+    position with the same text but for the :func:`scope_label`; those merge into one line
+    that names the copies, e.g. ``(in body.0 .. body.5)``.
+    """
+    groups: dict[tuple[Pos, str, str], list[tuple[Diagnostic, str]]] = {}
+    for d in diagnostics:
+        m = _SCOPE.search(d.message)
+        scope = m.group(1) if m else ""
+        text = d.message[: m.start()] + "\0" + d.message[m.end() :] if m else d.message
+        groups.setdefault((d.pos, d.severity, text), []).append((d, scope))
+    out: list[Diagnostic] = []
+    for (_, _, text), members in groups.items():
+        scopes = list(dict.fromkeys(s for _, s in members))
+        if len(scopes) < 2:
+            out.append(members[0][0])
+            continue
+        out.append(replace(members[0][0], message=text.replace("\0", f" (in {name_copies(scopes)})", 1)))
+    return out
+
+
+def _natural(name: str) -> list[tuple[int, int | str]]:
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in name.split(".")]
+
+
+def name_copies(scopes: list[str]) -> str:
+    """``body.0 .. body.5`` for a run of one repeat's copies, else a short list."""
+    scopes = sorted(scopes, key=_natural)
+    heads = {s.rpartition(".")[0] for s in scopes}
+    tails = [s.rpartition(".")[2] for s in scopes]
+    if len(heads) == 1 and all(t.isdigit() for t in tails):
+        nums = [int(t) for t in tails]
+        if nums == list(range(nums[0], nums[0] + len(nums))) and len(nums) > 2:
+            return f"{scopes[0]} .. {scopes[-1]}"
+    if len(scopes) <= 4:
+        return ", ".join(scopes)
+    return f"{len(scopes)} copies: {', '.join(scopes[:3])}, ..., {scopes[-1]}"
 
 
 class SpecError(GraphcError):
@@ -132,6 +186,11 @@ def did_you_mean(name: str, choices: Iterable[object]) -> str:
     """A ' (did you mean 'x'?)' suffix for the closest choice, or ''."""
     import difflib
 
-    names = [str(c) for c in choices]
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    # compared case-folded, so 'GELU' finds 'gelu'; a name never suggests itself
+    folded: dict[str, str] = {}
+    for c in choices:
+        folded.setdefault(str(c).casefold(), str(c))
+    close = difflib.get_close_matches(name.casefold(), list(folded), n=1, cutoff=0.6)
+    if not close or folded[close[0]] == name:
+        return ""
+    return f" (did you mean '{folded[close[0]]}'?)"

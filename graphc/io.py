@@ -1,4 +1,9 @@
-"""Crash-safe file writing: a temp file in the same folder, fsync, then ``os.replace``."""
+"""Crash-safe file writing: a temp file in the same folder, fsync, then ``os.replace``.
+
+These helpers write graphc's own files inside folders graphc owns (run folders, checkpoints).
+Whether a path the *user* named may be written at all (it could be their file, a device or a
+FIFO) is decided first by :mod:`graphc.outputs`.
+"""
 
 from __future__ import annotations
 

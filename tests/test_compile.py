@@ -107,12 +107,21 @@ def test_failed_compile_leaves_no_out_dir(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_compile_replaces_existing_out_dir(tmp_path: Path) -> None:
+def test_compile_replaces_its_own_out_dir_and_refuses_others(tmp_path: Path) -> None:
+    """graphc replaces its own previous compile folder, never a folder it did not write."""
+    from graphc.outputs import OutputError
+
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.txt").write_text("old")
+    with pytest.raises(OutputError, match="graphc did not write"):
+        graphc.compile("specs/mlp.yaml", out)
+    assert [p.name for p in out.iterdir()] == ["stale.txt"]
+    (out / "stale.txt").unlink()
     graphc.compile("specs/mlp.yaml", out)
-    assert not (out / "stale.txt").exists() and (out / "model.onnx").is_file()
+    (out / "model.onnx").write_bytes(b"stale")
+    graphc.compile("specs/mlp.yaml", out)
+    assert (out / "model.onnx").read_bytes() != b"stale"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 

@@ -51,7 +51,7 @@ def test_export_failure_leaves_previous_file(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(ox.onnx, "save_model", broken)
     with pytest.raises(OSError):
-        graphc.export_onnx("specs/mlp.yaml", out, verify=False)
+        graphc.export_onnx("specs/mlp.yaml", out, verify=False, force=True)
     assert out.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
 
 

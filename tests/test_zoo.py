@@ -62,7 +62,7 @@ def test_gpt2_equals_hf_transformers() -> None:
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(n_layer=layers, n_embd=d, n_head=heads, vocab_size=vocab, n_positions=ctx)
     hf = transformers.GPT2LMHeadModel(cfg).eval()
-    spec = graphc.load_spec(SPECS / "gpt2.yaml", {"layers": layers, "d": d, "heads": heads, "vocab": vocab, "ctx": ctx})
+    spec = graphc.load_spec(SPECS / "gpt2.yaml", {"layers": layers, "d": d, "heads": heads, "vocab": vocab, "ctx": ctx, "inputs.tokens.example.T": 16})
     gm = graphc.build(spec, seed=0).eval()
     assert sum(p.numel() for p in gm.parameters()) == sum(p.numel() for p in hf.parameters())
     missing, unexpected = gm.load_state_dict(_gpt2_state(hf, layers), strict=True)
@@ -114,7 +114,7 @@ def test_bert_equals_hf_transformers() -> None:
         vocab_size=vocab, max_position_embeddings=ctx,
     )
     hf = transformers.BertModel(cfg).eval()
-    overrides = {"layers": layers, "d": d, "heads": heads, "ff": ff, "vocab": vocab, "ctx": ctx}
+    overrides = {"layers": layers, "d": d, "heads": heads, "ff": ff, "vocab": vocab, "ctx": ctx, "inputs.input_ids.example.T": 16}
     gm = graphc.build(graphc.load_spec(SPECS / "bert.yaml", overrides), seed=0).eval()
     assert sum(p.numel() for p in gm.parameters()) == sum(p.numel() for p in hf.parameters())
     gm.load_state_dict(_bert_state(hf, layers), strict=True)

@@ -13,16 +13,18 @@ import json
 import sys
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "zoo.md"
+sys.path.insert(0, str(ROOT))  # this checkout's graphc, not an installed one
 
 # spec -> (what it is, reference implementation it is proven against)
 ZOO: dict[str, tuple[str, str]] = {
-    "resnet18": ("ResNet-18 (He et al., 2016)", "torchvision `resnet18` (parameter count)"),
-    "resnet50": ("ResNet-50, bottleneck blocks (He et al., 2016)", "torchvision `resnet50` (parameter count)"),
-    "mobilenet_v2": ("MobileNetV2, depthwise convs and inverted residuals (Sandler et al., 2018)", "torchvision `mobilenet_v2` (parameter count)"),
-    "vit_b_16": ("ViT-B/16 (Dosovitskiy et al., 2021)", "torchvision `vit_b_16` (parameter count)"),
+    "resnet18": ("ResNet-18 (He et al., 2016)", "torchvision `resnet18` (parameters; weights via its map)"),
+    "resnet50": ("ResNet-50, bottleneck blocks (He et al., 2016)", "torchvision `resnet50` (parameters; weights via its map)"),
+    "mobilenet_v2": ("MobileNetV2, depthwise convs and inverted residuals (Sandler et al., 2018)", "torchvision `mobilenet_v2` (parameters; weights via its map)"),
+    "vit_b_16": ("ViT-B/16 (Dosovitskiy et al., 2021)", "torchvision `vit_b_16` (parameters; weights via its map)"),
     "gpt2": ("GPT-2 small, tied embeddings (Radford et al., 2019)", "HF `GPT2LMHeadModel(GPT2Config())` (parameters and logits)"),
     "bert": ("BERT-base encoder with pooler (Devlin et al., 2019)", "HF `BertModel(BertConfig())` (parameters and outputs)"),
     "cifar_simplecnn": ("CIFAR-10 SimpleCNN: conv 3->32 5x5, max-pool 2, fc 128, fc 10", "hand-written twin in tests/twins_vision.py"),
@@ -44,49 +46,61 @@ Every spec shrinks for quick runs with the `--set` options on its `# graphc-ci:`
 | --- | --- | ---: | ---: | --- | --- |
 """
 
-MAPPING = """
+MAPPING_HEAD = """
 ## Weight-name mapping to the references
 
-State-dict keys are the spec's node paths. To load reference weights, rename:
-
-**GPT-2** (`transformers.GPT2LMHeadModel`; `c_attn`, `c_proj`, `c_fc` are HF `Conv1D`
-layers whose weights are the transpose of a `Linear` weight):
-
-| graphc | HF |
-| --- | --- |
-| `tok.weight` | `transformer.wte.weight` |
-| `pos.weight` | `transformer.wpe.weight` |
-| `body.{i}.ln1.*`, `body.{i}.ln2.*` | `transformer.h.{i}.ln_1.*`, `transformer.h.{i}.ln_2.*` |
-| `body.{i}.attn.qkv.weight` | `transformer.h.{i}.attn.c_attn.weight` transposed (bias as is) |
-| `body.{i}.attn.proj.weight` | `transformer.h.{i}.attn.c_proj.weight` transposed |
-| `body.{i}.fc.weight`, `body.{i}.proj.weight` | `transformer.h.{i}.mlp.c_fc.weight`, `...mlp.c_proj.weight` transposed |
-| `lnf.*` | `transformer.ln_f.*` |
-| `head.weight` | `lm_head.weight` (tied to `tok.weight`) |
-
-**BERT** (`transformers.BertModel`):
-
-| graphc | HF |
-| --- | --- |
-| `word`, `pos`, `token_type` | `embeddings.word_embeddings`, `.position_embeddings`, `.token_type_embeddings` |
-| `emb_ln` | `embeddings.LayerNorm` |
-| `body.{i}.attn.q`, `.k`, `.v` | `encoder.layer.{i}.attention.self.query`, `.key`, `.value` |
-| `body.{i}.attn.proj` | `encoder.layer.{i}.attention.output.dense` |
-| `body.{i}.ln1` | `encoder.layer.{i}.attention.output.LayerNorm` |
-| `body.{i}.fc`, `body.{i}.proj` | `encoder.layer.{i}.intermediate.dense`, `encoder.layer.{i}.output.dense` |
-| `body.{i}.ln2` | `encoder.layer.{i}.output.LayerNorm` |
-| `pool` | `pooler.dense` |
-
-`pad_mask` is True at padding positions, i.e. HF's `attention_mask == 0`.
-
-**torchvision** models match in structure and parameter count. The ResNets keep
-torchvision's numbering (`layer2.0.conv1.weight`, `layer3.1.bn2.running_mean`): a stage is
-one block repeated, whose copy 0 switches on its shortcut projection with `when:`; that
-projection is `layerN.0.down_conv` / `down_bn` where torchvision has `downsample.0` /
-`downsample.1` (graphc node names are identifiers, not indices). Elsewhere names describe
-what a node does (`encoder.{i}.self_attention.qkv` for torchvision's
-`encoder.layers.encoder_layer_{i}.self_attention.in_proj_*`, `s2.{i}.dw.conv` for
-`features.{k}.conv.1.0`).
+State-dict keys are the spec's node paths. The tables below are generated from the weight
+maps in [specs/maps/](../specs/maps/) that `graphc weights plan|convert --map` and
+`--init`/`--weights ... --map` run (see [weights.md](weights.md)); a checkpoint tensor no rule
+matches keeps its name. `{i}`, `{p}`, ... capture one dotted component.
 """
+
+NOTES = {
+    "bert": "`pad_mask` is True at padding positions, i.e. HF's `attention_mask == 0`.",
+    "resnet18": "The ResNets keep torchvision's numbering (`layer2.0.conv1.weight`), so only the shortcut projection is renamed.",
+}
+
+
+def _transform(r: Any) -> str:
+    """A rule's transforms in words (``r`` is a graphc.weights.maps.Rule)."""
+    if r.drop:
+        return "dropped" + (f"; {r.doc}" if r.doc else "")
+    ops = []
+    if r.concat is not None:
+        ops.append(f"concat on axis {r.concat}")
+    if r.transpose:
+        ops.append("transposed" if r.transpose is True else f"permuted {r.transpose}")
+    if r.reshape is not None:
+        ops.append(f"reshaped to {r.reshape}")
+    if r.split is not None:
+        ops.append(f"split on axis {r.split}")
+    if r.dtype:
+        ops.append(f"cast to {r.dtype}")
+    if r.optional:
+        ops.append("optional")
+    if r.doc:
+        ops.append(r.doc)
+    return "; ".join(ops)
+
+
+def mapping_tables() -> str:
+    """One table per shipped map: checkpoint name pattern -> node path, and the transform."""
+    from graphc.weights.maps import load_map
+
+    out = [MAPPING_HEAD]
+    for path in sorted((ROOT / "specs" / "maps").glob("*.yaml")):
+        wmap = load_map(path)
+        doc = wmap.doc
+        out.append(f"**{doc.spec}** from {doc.source or path.stem} ([{path.name}](../specs/maps/{path.name})):\n")
+        out.append("| checkpoint | graphc | transform |\n| --- | --- | --- |")
+        for c in wmap.rules:
+            src = ", ".join(f"`{s}`" for s in c.rule.sources)
+            dst = ", ".join(f"`{t}`" for t in c.rule.targets) or "—"
+            out.append(f"| {src} | {dst} | {_transform(c.rule)} |")
+        if doc.spec in NOTES:
+            out.append(f"\n{NOTES[doc.spec]}")
+        out.append("")
+    return "\n".join(out)
 
 
 def _summary(spec: Path) -> dict[str, object]:
@@ -106,14 +120,14 @@ def render() -> str:
     rows = []
     for name, (what, ref) in ZOO.items():
         s = _summary(ROOT / "specs" / f"{name}.yaml")
-        inputs = ", ".join(f"{k} {v}" for k, v in s["inputs"].items())  # type: ignore[attr-defined]
-        sizes = ", ".join(f"{k}={v}" for k, v in s["example"].items())  # type: ignore[attr-defined]
+        inputs = ", ".join(f"{k} {v}" for k, v in s["inputs"].items())
+        sizes = ", ".join(f"{k}={v}" for k, v in s["example"].items())
         example = f"{inputs} at {sizes}" if sizes else inputs
         rows.append(
             f"| [{name}](../specs/{name}.yaml) | {what} | {s['total_params']:,} | {human(float(s['flops']))} "  # type: ignore[arg-type]
             f"| {example} | {ref} |"
         )
-    return HEADER + "\n".join(rows) + "\n" + MAPPING
+    return HEADER + "\n".join(rows) + "\n" + mapping_tables()
 
 
 def main(argv: list[str]) -> int:
@@ -123,7 +137,6 @@ def main(argv: list[str]) -> int:
             print("docs/zoo.md is out of date: run `python tools/gen_zoo_docs.py`", file=sys.stderr)
             return 1
         return 0
-    sys.path.insert(0, str(ROOT))
     from graphc.io import write_text
 
     write_text(DOC, text)

@@ -5,27 +5,33 @@
     >>> r.verify.passed, sorted(p.name for p in r.out_dir.iterdir())
 
 A failed verification raises :class:`~graphc.errors.VerifyError` (CLI exit 3) naming the
-first divergent spec node; ``compile`` then leaves no OUT_DIR behind.
+first divergent spec node; ``compile`` then leaves no OUT_DIR behind and ``export_onnx`` no
+file.  Where each may write is decided by :mod:`graphc.outputs` before any work starts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from graphc.api import SpecLike, build, check
-from graphc.errors import ExportError
-from graphc.export.onnx_export import ExportResult, export_model
+from graphc.errors import ExportError, GraphcError
+from graphc.export.onnx_export import TWO_GB, ExportResult, export_model
 from graphc.export.verify import VerifyResult, check_provenance, raise_if_failed, verify_model
+from graphc.outputs import FOLDER_FILES, MARKER_KEY, check_file, check_folder, file_output, install_folder, spec_path, stage_folder
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
+
+
+class UsageError(GraphcError):
+    """A command-line value no run could accept (CLI exit 2)."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -39,30 +45,71 @@ class CompileResult:
 
 
 def _model(spec: SpecLike, overrides: Overrides, weights: str | Path | None, seed: int) -> Any:
-    from graphc.export.weights import load_weights
+    from graphc.export.guard import fits_memory
+    from graphc.weights import load_weights_from  # a WeightSource (--map/--partial) goes through the plan
 
-    gm = build(check(spec, overrides), seed=seed)
+    gm = build(fits_memory(check(spec, overrides)), seed=seed)
     if weights is not None:
-        load_weights(gm, weights)
+        load_weights_from(gm, weights)
     return gm.eval()
 
 
 def export_onnx(spec: SpecLike, output: str | Path, overrides: Overrides = None, weights: str | Path | None = None,
-                opset: int | None = None, verify: bool = True, seed: int = 0) -> ExportResult:
+                opset: int | None = None, verify: bool = True, seed: int = 0, force: bool = False) -> ExportResult:
     """Export ``spec`` to ONNX at ``output`` and (by default) verify it in onnxruntime.
 
+    The file is written beside ``output`` and moved into place only after it verified, so a
+    failure leaves ``output`` as it was.  An existing file is replaced only when graphc wrote
+    it (its ONNX metadata says so) or with ``force``; a device or FIFO is written into.
+
     Raises:
-        VerifyError: onnxruntime disagrees with torch (the file is removed again).
+        OutputError: ``output`` is not graphc's to replace (see :mod:`graphc.outputs`).
+        VerifyError: onnxruntime disagrees with torch (``output`` is left untouched).
     """
-    gm = _model(spec, overrides, weights, seed)
-    result = export_model(gm, Path(output), opset)
-    if verify:
-        result.verify = verify_model(gm, output)
-        if not result.verify.passed:
-            with contextlib.suppress(OSError):
-                os.unlink(output)
+    check_opset(opset)
+    target = check_file(output, force, is_graphc_onnx, "ONNX file")
+    with file_output(target) as staged:
+        gm = _model(spec, overrides, weights, seed)
+        result = export_model(gm, staged, opset)
+        if verify:
+            result.verify = verify_model(gm, staged)
             raise_if_failed(result.verify, output)
+    result.path = Path(output)
     return result
+
+
+def is_graphc_onnx(path: Path) -> bool:
+    """True for an ONNX file graphc exported (its metadata has ``graphc.version``)."""
+    import onnx
+
+    if path.stat().st_size > TWO_GB:  # graphc keeps bigger weights in NAME.data
+        return False
+    model = onnx.load(str(path), load_external_data=False)
+    return any(p.key == "graphc.version" for p in model.metadata_props)
+
+
+def opset_range() -> tuple[int, int]:
+    """The opsets the installed exporter writes: from the one it converts natively (below it,
+    ``torch.onnx.export(dynamo=True)`` silently falls back to it) to torch's declared maximum."""
+    from torch.onnx import _constants
+
+    native = 18  # torch.onnx's dynamo exporter builds opset 18 graphs (its onnxscript torchlib)
+    return native, max(native, int(_constants.ONNX_MAX_OPSET))
+
+
+def check_opset(opset: int | None) -> None:
+    """Refuse an opset the exporter cannot write (usage error, exit 2)."""
+    if opset is None:
+        return
+    lo, hi = opset_range()
+    if not lo <= opset <= hi:
+        raise UsageError(f"--opset {opset}: this exporter writes opsets {lo} to {hi} (torch {_torch_version()})")
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
 
 
 def verify_onnx(model: str | Path, spec: SpecLike, overrides: Overrides = None, weights: str | Path | None = None,
@@ -79,18 +126,22 @@ def verify_onnx(model: str | Path, spec: SpecLike, overrides: Overrides = None, 
 
 
 def compile(spec: SpecLike, out_dir: str | Path, overrides: Overrides = None, weights: str | Path | None = None,
-            opset: int | None = None, seed: int = 0, quant: Any = None) -> CompileResult:
+            opset: int | None = None, seed: int = 0, force: bool = False, quant: Any = None) -> CompileResult:
     """check -> build -> model.py, weights.safetensors, model.onnx, verify.json, summary.json,
-    manifest.json, written into a temp dir beside ``out_dir`` and renamed into place at the end."""
+    manifest.json, written into a temp dir beside ``out_dir`` and moved into place at the end.
+
+    ``out_dir`` may be new, empty or a previous compile folder; ``force`` writes into any
+    other folder, replacing only the files named above (see :mod:`graphc.outputs`).
+    """
     from graphc.export.codegen import generate
     from graphc.export.weights import save_weights
 
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755 & ~_umask())
+    check_opset(opset)
+    where = spec_path(spec)
+    folder = check_folder(out_dir, "compile", force, where)
+    gm = _model(spec, overrides, weights, seed)
+    tmp = stage_folder(folder)
     try:
-        gm = _model(spec, overrides, weights, seed)
         tg = gm.graphc
         (tmp / "model.py").write_text(generate(gm), encoding="utf-8")
         save_weights(gm, tmp / "weights.safetensors")
@@ -102,18 +153,18 @@ def compile(spec: SpecLike, out_dir: str | Path, overrides: Overrides = None, we
 
         _write_json(tmp / "summary.json", summary(tg).to_json())
         _write_json(tmp / "manifest.json", manifest(tg, exp))
-        raise_if_failed(ver, out / "model.onnx")
+        raise_if_failed(ver, folder.path / "model.onnx")
         if quant is not None:  # --optimize / --quantize: graphc/export/quantize.py (a QuantOptions)
             from graphc.export.quantize import apply
 
             apply(gm, tmp, quant, seed)
         for f in tmp.iterdir():
             f.chmod(0o644 & ~_umask())
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    files = sorted(p.name for p in out.iterdir())
+        install_folder(tmp, folder, where)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful install
+    out = folder.path
+    files = sorted(p.name for p in out.iterdir() if p.name in FOLDER_FILES["compile"])
     exp.path = out / "model.onnx"
     return CompileResult(out, files, exp, ver)
 
@@ -122,17 +173,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move ``tmp`` to ``out``; an existing ``out`` is swapped out first and then removed."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    os.replace(out, old / out.name)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -157,5 +197,7 @@ def manifest(tg: Any, exp: ExportResult) -> dict[str, Any]:
         "outputs": {n: {"shape": [str(d) if not isinstance(d, int) else d for d in t.shape], "dtype": t.dtype}
                     for n, t in tg.output_types().items()},
         "dims": {d: {"example": tg.example[d], "range": list(exp.dims.get(d, (1, None)))} for d in tg.example},
-        "files": ["model.py", "weights.safetensors", "model.onnx", "verify.json", "summary.json", "manifest.json"],
+        "weights": {"sha256": exp.extra.get("weights_sha256"), "source": exp.extra.get("weights_source")},
+        "files": list(FOLDER_FILES["compile"]),
+        MARKER_KEY: "compile",
     }

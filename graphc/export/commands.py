@@ -9,12 +9,15 @@ import argparse
 import json
 from typing import Any
 
+from graphc.weights.commands import add_transfer_args, weight_source
+
 
 def _export(args: argparse.Namespace) -> int:
     from graphc.export.api import export_onnx
     from graphc.export.onnx_export import INT_MAX
 
-    r = export_onnx(args.spec, args.output, args.overrides, args.weights, args.opset, verify=not args.no_verify)
+    r = export_onnx(args.spec, args.output, args.overrides, weight_source(args.weights, args), args.opset, verify=not args.no_verify,
+                    force=args.force)
     dims = ", ".join(f"{d} in [{lo}, {hi}]" if hi < INT_MAX else f"{d} >= {lo}" for d, (lo, hi) in r.dims.items()) or "static"
     print(f"wrote {r.path} (opset {r.opset}, {r.seconds:.1f} s; dynamic dims: {dims})")
     if r.verify is not None:
@@ -29,7 +32,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     if is_quantized(args.model):  # --quantize output: graphc/export/quantize.py checks it
         return _verify_quantized(args)
-    r = verify_onnx(args.model, args.spec_file, args.overrides, args.weights)
+    r = verify_onnx(args.model, args.spec_file, args.overrides, weight_source(args.weights, args))
     if args.json:
         print(json.dumps(r.to_json(), indent=2))
     else:
@@ -44,7 +47,8 @@ def _compile(args: argparse.Namespace) -> int:
 
     quant = quant_options(args)
     with report_on_failure():
-        r = compile(args.spec, args.output, args.overrides, args.weights, args.opset, quant=quant)
+        r = compile(args.spec, args.output, args.overrides, weight_source(args.weights, args), args.opset, force=args.force,
+                    quant=quant)
     print(f"wrote {r.out_dir}/: {', '.join(r.files)}")
     print("\n".join(r.verify.lines() + summary(r.out_dir)))
     return 0
@@ -52,6 +56,12 @@ def _compile(args: argparse.Namespace) -> int:
 
 def _weights_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="FILE", help="safetensors (or torch) file keyed by node paths")
+    add_transfer_args(p)  # --map, --partial
+
+
+def _opset_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--opset", type=int, default=None, metavar="N",
+                   help="ONNX opset, 18 up to the installed torch's maximum (default: the exporter's)")
 
 
 def register(sub: Any) -> None:
@@ -61,9 +71,11 @@ def register(sub: Any) -> None:
     p = sub.add_parser("export", help="export to ONNX and verify it in onnxruntime")
     add_spec_args(p)
     _weights_arg(p)
-    p.add_argument("-o", "--output", required=True, metavar="MODEL.onnx")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.onnx",
+                   help="the ONNX file (an existing one only if graphc wrote it; a device or FIFO is written into)")
+    _opset_arg(p)
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    p.add_argument("--force", action="store_true", help="replace an existing file graphc did not write")
     p.set_defaults(handler=_export)
 
     p = sub.add_parser("verify", help="re-check an ONNX file against the spec's torch model")
@@ -77,14 +89,17 @@ def register(sub: Any) -> None:
     p = sub.add_parser("compile", help="check, build, export and verify into OUT_DIR")
     add_spec_args(p)
     _weights_arg(p)
-    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
-    p.add_argument("--opset", type=int, default=None)
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR",
+                   help="a new or empty folder, or a previous compile folder (replaced once all is verified)")
+    _opset_arg(p)
+    p.add_argument("--force", action="store_true",
+                   help="write into a folder graphc did not make, replacing only graphc's own file names there")
     p.set_defaults(handler=_compile)
     _quant_args(p)
 
 
 def _quant_args(p: argparse.ArgumentParser) -> None:
-    """``compile``'s optimise/quantise flags, defined in graphc/export/quantize.py."""
+    """``compile``'s optimise/quantise flags, defined in graphc/export/quant_cli.py."""
     from graphc.export.quant_cli import quant_args
 
     quant_args(p)
@@ -99,7 +114,7 @@ def _verify_quantized(args: argparse.Namespace) -> int:
     from graphc.export.quantize import verify_quantized
     from graphc.export.verify import check_provenance
 
-    gm = _model(args.spec_file, args.overrides, args.weights, 0)
+    gm = _model(args.spec_file, args.overrides, weight_source(args.weights, args), 0)
     check_provenance(gm, args.model)
     with report_on_failure():
         r = verify_quantized(Path(args.model), gm)

@@ -28,6 +28,8 @@ from graphc.io import atomic_path
 TWO_GB = 2**31 - 1  # protobuf's limit: bigger models keep their weights in external data
 VALUES_KEY = "graphc.values"  # metadata: {spec node path: ONNX value name}
 RANGES_KEY = "graphc.dims"  # metadata: {symbolic dim: [min, max]} as torch.export proved them
+WEIGHTS_KEY = "graphc.weights_sha256"  # metadata: weights_digest() of the exported state
+WEIGHTS_SOURCE_KEY = "graphc.weights"  # metadata: the weights file given, or "fresh weights ..."
 
 
 @dataclass
@@ -219,6 +221,9 @@ def _relocate(model_path: Path, location: str) -> None:
 
 def export_model(gm: fx.GraphModule, path: Path, opset: int | None = None) -> ExportResult:
     """Export ``gm`` (built by :func:`graphc.build`) to ``path``; see the module docstring."""
+    from graphc.export.weights import check_initialized, weights_digest, weights_source
+
+    check_initialized(gm)  # NaN/inf weights: name them now, not as a baffling verify failure
     _quiet()
     tg: TypedGraph = gm.graphc  # type: ignore[assignment]
     t0 = time.perf_counter()
@@ -228,10 +233,12 @@ def export_model(gm: fx.GraphModule, path: Path, opset: int | None = None) -> Ex
         ep = _export_program(probe, tg, trace_inputs(tg))
     ranges, symbols = dim_ranges(ep, tg)
     model = _to_onnx(ep, probe, opset)
-    _finish(model, probe, symbols, metadata(tg, ranges))
+    weights = {WEIGHTS_KEY: weights_digest(gm), WEIGHTS_SOURCE_KEY: weights_source(gm)}
+    _finish(model, probe, symbols, {**metadata(tg, ranges), **weights})
     save_model(model, Path(path))
     opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return ExportResult(Path(path), time.perf_counter() - t0, opset_used, ranges)
+    extra = {"weights_sha256": weights[WEIGHTS_KEY], "weights_source": weights[WEIGHTS_SOURCE_KEY]}
+    return ExportResult(Path(path), time.perf_counter() - t0, opset_used, ranges, extra=extra)
 
 
 def _first_line(e: BaseException) -> str:

@@ -24,7 +24,7 @@ import torch
 from torch import fx
 
 from graphc.errors import ExportError, VerifyError
-from graphc.export.onnx_export import RANGES_KEY, VALUES_KEY
+from graphc.export.onnx_export import RANGES_KEY, VALUES_KEY, WEIGHTS_KEY, WEIGHTS_SOURCE_KEY
 from graphc.export.probe import make_probe, node_values
 from graphc.graph.infer import TypedGraph
 
@@ -80,8 +80,10 @@ class VerifyResult:
                        f"(atol {o.atol:g}, rtol {o.rtol:g}) {'ok' if o.passed else 'FAIL'}")
         for key in ("batch1", "example"):
             if f"{key}_ratio" in self.latency:
-                out.append(f"  latency {key}: onnxruntime {self.latency[f'{key}_ort_ms']:.3f} ms / torch eager "
-                           f"{self.latency[f'{key}_torch_ms']:.3f} ms = {self.latency[f'{key}_ratio']:.2f}x")
+                # .3g, not fixed decimals: sub-microsecond runs and 100x ratios both stay readable
+                out.append(f"  latency {key}: onnxruntime {self.latency[f'{key}_ort_ms']:.3g} ms / torch eager "
+                           f"{self.latency[f'{key}_torch_ms']:.3g} ms per run (onnxruntime time = "
+                           f"{self.latency[f'{key}_ratio']:.3g}x torch's)")
         if self.first_divergent:
             out.append(f"  first divergent node: {self.first_divergent} ({self.detail})")
         return out
@@ -197,6 +199,33 @@ def check_provenance(gm: fx.GraphModule, model_path: str | Path) -> None:
             return " ".join(f"--set {k}={v}" for k, v in sorted(o.items())) or "no --set"
 
         raise ExportError(f"{model_path}: exported with {shown(overrides)}, but verified with {shown(mine)}; pass the same values")
+    check_weights(gm, model_path, {p.key: p.value for p in model.metadata_props})
+
+
+def check_weights(gm: fx.GraphModule, model_path: str | Path, meta: dict[str, str]) -> None:
+    """Refuse to compare against weights other than those the file was exported with.
+
+    Without ``--weights``, a compile folder's ``weights.safetensors`` beside the ONNX file
+    (with its ``manifest.json``) is loaded into ``gm`` when its hash is the recorded one, so
+    ``graphc verify OUT_DIR/model.onnx --spec SPEC`` checks the compiled weights.
+    """
+    from graphc.export.weights import FRESH, SOURCE_ATTR, load_weights, weights_digest, weights_source
+
+    recorded = meta.get(WEIGHTS_KEY)
+    if recorded is None or weights_digest(gm) == recorded:  # older files recorded no hash
+        return
+    given = weights_source(gm)
+    beside = Path(model_path).with_name("weights.safetensors")
+    if getattr(gm, SOURCE_ATTR, None) is None and beside.is_file() and beside.with_name("manifest.json").is_file():
+        load_weights(gm, beside)
+        if weights_digest(gm) == recorded:
+            return
+        given = str(beside)
+    source = meta.get(WEIGHTS_SOURCE_KEY) or "other weights"
+    exported = "fresh weights from the spec's init" if source == FRESH else f"weights {source}"
+    hint = "pass --weights FILE with the weights it was exported with" if given == FRESH or source != FRESH else "leave out --weights"
+    raise ExportError(f"{model_path}: exported with {exported} (sha256 {recorded[:12]}), but verify was given "
+                      f"{given if given == FRESH else 'weights ' + given} (sha256 {weights_digest(gm)[:12]}); {hint}")
 
 
 def _read_meta(model: onnx.ModelProto, key: str) -> Any:
@@ -212,6 +241,9 @@ def verify_model(gm: fx.GraphModule, model_path: str | Path, seed: int = 0, late
 
     Latency is timed with ``threads`` intra-op threads in both engines (default: torch's).
     """
+    from graphc.export.weights import check_initialized
+
+    check_initialized(gm)
     tg: TypedGraph = gm.graphc  # type: ignore[assignment]
     gm.eval()
     model = _load(model_path, external=False)

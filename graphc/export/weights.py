@@ -11,6 +11,7 @@ accepted as long as both copies agree in shape.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from graphc.errors import WeightsError
+from graphc.errors import Pos, WeightsError
 from graphc.io import atomic_path
 
 TIES_KEY = "graphc.ties"
+SOURCE_ATTR = "graphc_weights"  # set on a model by load_weights: the file its weights came from
+FRESH = "fresh weights from the spec's init"
 
 
 def tied_aliases(model: nn.Module) -> dict[str, str]:
@@ -86,9 +89,81 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     problems = _mismatches(expected, tensors, aliases)
     if problems:
         raise WeightsError(f"{path}: weights do not match the model: {'; '.join(problems)}")
+    bad = non_finite(tensors)
+    if bad:
+        raise WeightsError(f"{path}: weights hold non-finite values (NaN or inf): {_listed(bad)}")
     state = {k: tensors[k] if k in tensors else tensors[aliases[k]] for k in expected}
     model.load_state_dict(state, strict=True)
+    setattr(model, SOURCE_ATTR, str(path))
     return model
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 over the model's state (names, dtypes, shapes and bytes; tied tensors once).
+
+    Recorded in the exported ONNX file so ``verify`` can tell "different weights" from
+    "ONNX disagrees with torch" (the first is exit 1 with a hint, the second exit 3).
+    """
+    h = hashlib.sha256()
+    aliases = tied_aliases(model)
+    for name, t in sorted(model.state_dict().items()):
+        if name in aliases:
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{list(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the bytes in place, no copy
+    return h.hexdigest()
+
+
+def weights_source(model: nn.Module) -> str:
+    """The weights file loaded into ``model``, or :data:`FRESH`."""
+    return str(getattr(model, SOURCE_ATTR, None) or FRESH)
+
+
+NAMED = 8  # at most this many tensors are named in one error line
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """``name (N NaN, M inf of K)`` for every floating tensor with a NaN or infinity.
+
+    Checked before export or verification: a NaN weight makes both engines produce NaN or
+    garbage, and verification then fails (exit 3) with numbers that say nothing useful.
+    """
+    out = []
+    for name, t in tensors.items():
+        if not t.is_floating_point() or t.numel() == 0:
+            continue
+        nan = int(torch.isnan(t).sum())
+        inf = int(torch.isinf(t).sum())
+        if nan or inf:
+            what = ", ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"), (inf, "inf")) if n)
+            out.append(f"{name} ({what} of {t.numel()})")
+    return out
+
+
+def check_initialized(model: nn.Module) -> None:
+    """Refuse a model whose parameters or buffers are not finite (after load or init).
+
+    Loaded files are already checked by :func:`load_weights` (naming the file); what is
+    left is initialization, e.g. ``init: {std: 1e300}`` overflowing float32, so the error
+    points at the first affected node's ``init`` in the spec.
+    """
+    bad = non_finite({k: v.detach() for k, v in model.state_dict().items()})
+    if not bad:
+        return
+    tg = getattr(model, "graphc", None)
+    node = bad[0].split(" ", 1)[0].rpartition(".")[0]
+    pos: Pos | None = None
+    if tg is not None:
+        flat = tg.flat.nodes.get(node)
+        own = flat is not None and getattr(flat.op, "init", None) is not None
+        pos = flat.pos if flat is not None and (own or tg.flat.spec.doc.init is None) else tg.flat.spec.pos("init")
+    raise WeightsError(f"weights are not finite after initialization (check the 'init' std/scale): {_listed(bad)}", pos)
+
+
+def _listed(items: list[str]) -> str:
+    more = f" and {len(items) - NAMED} more" if len(items) > NAMED else ""
+    return ", ".join(items[:NAMED]) + more
 
 
 def _mismatches(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], aliases: dict[str, str]) -> list[str]:

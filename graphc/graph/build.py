@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from graphc.errors import Collector, GraphError
+from graphc.errors import Collector, GraphError, merge_copies, scope_label
 from graphc.spec.expand import FlatSpec
 
 
@@ -28,7 +28,7 @@ def build_graph(flat: FlatSpec) -> nx.DiGraph:
     _check_name_clashes(flat, errors)
     errors.raise_if_any(GraphError)
     _warn_dead(g, flat, errors)
-    flat.warnings.extend(errors.warnings)
+    flat.warnings.extend(merge_copies(errors.warnings))
     return g
 
 
@@ -70,4 +70,5 @@ def _warn_dead(g: nx.DiGraph, flat: FlatSpec, errors: Collector) -> None:
         if node.name in live or node.kind == "port":
             continue
         what = "input" if node.kind == "input" else "node"
-        errors.warn(f"{what} '{node.name}' does not contribute to any output", node.pos)
+        name = f"'{node.local_name}'{scope_label(node.scope)}" if node.scope else f"'{node.name}'"  # copies merge into one line
+        errors.warn(f"{what} {name} does not contribute to any output", node.pos)

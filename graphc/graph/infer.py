@@ -3,7 +3,9 @@
 Every op's ``infer`` runs on symbolic :class:`~graphc.shapes.TensorType` s in topological
 order; an :class:`~graphc.ops.registry.OpError` becomes a :class:`ShapeError` at the node's
 YAML line.  Nodes downstream of a failed node are skipped (no cascade of follow-on errors),
-independent ones are still checked, so one run reports every shape mistake.
+independent ones are still checked, so one run reports every shape mistake.  After an op's
+``infer``, its ``check`` hook sees the example sizes and the inputs' declared value ranges
+(``Facts``), to prove what would otherwise fail only at compile or run time.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from graphc.errors import Collector, ShapeError
+from graphc.errors import Collector, ShapeError, scope_label
 from graphc.graph.build import build_graph, topo_order
-from graphc.ops.registry import OpError
+from graphc.ops.registry import Facts, OpError
 from graphc.shapes import Dim, Sym, TensorType, parse_dim
 from graphc.spec.expand import FlatNode, FlatSpec, Ref
 
@@ -49,7 +51,7 @@ class TypedGraph:
 
 def where(node: FlatNode) -> str:
     """A node's spec path for messages: ``nodes.fc1``, or ``blocks.mlp.nodes.fc (in body.1)``."""
-    return f"{node.path} (in {node.scope})" if node.scope else node.path
+    return f"{node.path}{scope_label(node.scope)}" if node.scope else node.path
 
 
 def input_types(flat: FlatSpec) -> tuple[dict[str, TensorType], dict[str, int]]:
@@ -71,6 +73,12 @@ def input_types(flat: FlatSpec) -> tuple[dict[str, TensorType], dict[str, int]]:
     return types, example
 
 
+def value_ranges(flat: FlatSpec) -> dict[Ref, tuple[float, float]]:
+    """The declared ``[low, high)`` of each spec input that has a ``range`` (block ports
+    pass theirs on during :func:`infer`), for the ops' check-time proofs."""
+    return {Ref(name, 0): inp.range for name, inp in flat.spec.doc.inputs.items() if inp.range is not None}
+
+
 def infer(flat: FlatSpec) -> TypedGraph:
     """Build the DAG and infer every value's type; raises ShapeError with all mistakes."""
     g = build_graph(flat)
@@ -80,6 +88,7 @@ def infer(flat: FlatSpec) -> TypedGraph:
     errors = Collector()
     failed: set[str] = set()
     params: dict[str, dict[str, tuple[int, ...]]] = {}
+    ranges = value_ranges(flat)
     for name in order:
         node = flat.nodes[name]
         if any(r is not None and r.node in failed for r in node.inputs):
@@ -89,7 +98,10 @@ def infer(flat: FlatSpec) -> TypedGraph:
             outs = _infer_node(node, types, inputs)
             if node.kind == "op":
                 ins = [types[r] if r is not None else None for r in node.inputs]
+                node.args.check(Facts(example, tuple(ranges.get(r) if r is not None else None for r in node.inputs)), *ins)
                 params[name] = node.args.params(*ins)  # type: ignore[arg-type]
+            elif node.kind == "port" and node.inputs[0] in ranges:
+                ranges[Ref(name, 0)] = ranges[node.inputs[0]]  # type: ignore[index]
         except OpError as e:
             errors.error(f"{where(node)}: {e}", node.pos)
             failed.add(name)

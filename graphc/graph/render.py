@@ -16,6 +16,21 @@ def _id(name: str) -> str:
     return "n_" + name.replace(".", "__")
 
 
+def _mm(text: str) -> str:
+    """Text inside a Mermaid ``"..."`` label: quotes, ``#``, angle brackets and line breaks
+    as Mermaid entity codes, so a spec name cannot end the label or the statement."""
+    return "".join(_MM_ESC.get(ch, ch) if ch.isprintable() else f"#{ord(ch)};" for ch in text)
+
+
+_MM_ESC = {'"': "#quot;", "#": "#35;", "<": "#lt;", ">": "#gt;"}
+
+
+def _dq(text: str) -> str:
+    """Text inside a DOT ``"..."`` string: backslash and quote escaped, no raw line breaks."""
+    out = text.replace("\\", "\\\\").replace('"', '\\"')
+    return "".join(ch if ch.isprintable() else f"&#{ord(ch)};" for ch in out)
+
+
 def _label(node: FlatNode) -> str:
     if node.kind == "op":
         return f"{node.local_name}: {node.op_name}"
@@ -74,14 +89,18 @@ def _body(tg: TypedGraph, style: _Style) -> list[str]:
 
 def _mermaid_node(name: str, node: FlatNode) -> str:
     left, right = {"input": ("([", "])"), "port": ("[/", "/]")}.get(node.kind, ("[", "]"))
-    return f'{_id(name)}{left}"{_label(node)}"{right}'
+    return f'{_id(name)}{left}"{_mm(_label(node))}"{right}'
 
 
-_MERMAID = _Style(lambda inst: [f'subgraph {_id(inst.name)}_g["{inst.name} ({inst.block})"]'], "end", _mermaid_node)
+def _box(inst: Instance) -> str:
+    return f"{inst.name} ({inst.block})"
+
+
+_MERMAID = _Style(lambda inst: [f'subgraph {_id(inst.name)}_g["{_mm(_box(inst))}"]'], "end", _mermaid_node)
 _DOT = _Style(
-    lambda inst: [f'subgraph "cluster_{inst.name}" {{', f'  label="{inst.name} ({inst.block})"; style=rounded;'],
+    lambda inst: [f'subgraph "cluster_{_dq(inst.name)}" {{', f'  label="{_dq(_box(inst))}"; style=rounded;'],
     "}",
-    lambda name, node: f'"{name}" [label="{_label(node)}", shape={ {"input": "ellipse", "port": "point"}.get(node.kind, "box")}];',
+    lambda name, node: f'"{_dq(name)}" [label="{_dq(_label(node))}", shape={ {"input": "ellipse", "port": "point"}.get(node.kind, "box")}];',
 )
 
 
@@ -89,19 +108,19 @@ def to_mermaid(tg: TypedGraph) -> str:
     """A Mermaid flowchart: block instances as subgraphs, edges labelled with shapes."""
     lines = ["flowchart TD", *_body(tg, _MERMAID)]
     for oname in tg.flat.outputs:
-        lines.append(f'  {_id("out_" + oname)}(["{oname}"])')
+        lines.append(f'  {_id("out_" + oname)}(["{_mm(oname)}"])')
     for a, b, label in _edges(tg):
-        lines.append(f'  {_id(a)} -->|"{label}"| {_id(b.replace(":", "_"))}')
+        lines.append(f'  {_id(a)} -->|"{_mm(label)}"| {_id(b.replace(":", "_"))}')
     return "\n".join(lines) + "\n"
 
 
 def to_dot(tg: TypedGraph) -> str:
     """Graphviz DOT: block instances as clusters, edges labelled with shapes."""
-    lines = [f'digraph "{tg.flat.spec.name}" {{', "  rankdir=TB;", '  node [shape=box, fontname="Helvetica"];']
+    lines = [f'digraph "{_dq(tg.flat.spec.name)}" {{', "  rankdir=TB;", '  node [shape=box, fontname="Helvetica"];']
     lines += _body(tg, _DOT)
     for oname in tg.flat.outputs:
-        lines.append(f'  "out:{oname}" [label="{oname}", shape=ellipse];')
+        lines.append(f'  "out:{_dq(oname)}" [label="{_dq(oname)}", shape=ellipse];')
     for a, b, label in _edges(tg):
-        lines.append(f'  "{a}" -> "{b}" [label="{label}"];')
+        lines.append(f'  "{_dq(a)}" -> "{_dq(b)}" [label="{_dq(label)}"];')
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -55,6 +55,11 @@ def promote(*types: TensorType) -> str:
     return max((t.dtype for t in types), key=order.index)
 
 
+def plain(value: float) -> str:
+    """A number as a spec would write it: ``50257``, not ``50257.0``."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 def prod(values: Sequence[int]) -> int:
     out = 1
     for v in values:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
-from graphc.ops.common import need_float, need_rank, prod, tup
+from graphc.ops.common import need_float, need_rank, plain, prod, tup
 from graphc.ops.lazy import nn, rt
-from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
+from graphc.ops.registry import Example, Facts, Onnx, OpArgs, OpError, op
 from graphc.shapes import Dim, TensorType
 
 IntOrTuple = int | list[int]
@@ -345,6 +346,17 @@ class Embedding(OpArgs):
         _need_ids(x)
         return TensorType((*x.shape, self.dim), "float32")
 
+    def check(self, facts: Facts, x: TensorType) -> None:
+        """Ids declared by the input's ``range`` must index the table: ``[0, num)``."""
+        span = facts.range_of(0)
+        if span is None:
+            return
+        low, high = span
+        if high > self.num:
+            raise OpError(f"its input's range [{plain(low)}, {plain(high)}) holds ids up to {math.ceil(high) - 1}, but num={self.num} rows take ids 0..{self.num - 1}")
+        if low < 0:
+            raise OpError(f"its input's range [{plain(low)}, {plain(high)}) holds negative ids, but ids index the table from 0")
+
     def params(self, x: TensorType) -> dict[str, tuple[int, ...]]:
         return {"weight": (self.num, self.dim)}
 
@@ -380,6 +392,12 @@ class PositionEmbedding(OpArgs):
         if self.kind == "sinusoidal" and self.dim % 2:
             raise OpError("sinusoidal embeddings need an even dim")
         return TensorType((1, t, self.dim), "float32")
+
+    def check(self, facts: Facts, x: TensorType) -> None:
+        """A symbolic sequence length must fit the table at its example size too."""
+        t = x.shape[self.axis]
+        if not isinstance(t, int) and facts.size(t) > self.max_len:
+            raise OpError(f"sequence length {t} = {facts.size(t)} (its example size) exceeds max_len {self.max_len}")
 
     def params(self, x: TensorType) -> dict[str, tuple[int, ...]]:
         return {"weight": (self.max_len, self.dim)} if self.kind == "learned" else {}

@@ -18,13 +18,15 @@ ops the same way, with :func:`op` (also exported as ``graphc.op``) or through th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Strict
+from pydantic_core import PydanticCustomError
 
-from graphc.shapes import Dim, TensorType
+from graphc.shapes import Dim, TensorType, dim_value
 
 if TYPE_CHECKING:
     from graphc.lower.context import LowerCtx
@@ -57,10 +59,77 @@ class Example:
     id: str = ""
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What ``graphc check`` knows about a node's inputs beyond their types.
+
+    ``example`` maps each symbolic dim to its example size; ``ranges`` holds, per input,
+    the declared ``[low, high)`` of its values (spec inputs with ``range``) or ``None``.
+    """
+
+    example: Mapping[str, int]
+    ranges: tuple[tuple[float, float] | None, ...] = ()
+
+    def size(self, d: Dim) -> int:
+        """``d`` at the example sizes."""
+        return dim_value(d, self.example)
+
+    def range_of(self, i: int) -> tuple[float, float] | None:
+        return self.ranges[i] if i < len(self.ranges) else None
+
+
+def _scalar_kind(ann: Any) -> str:
+    """How :func:`strict_scalars` treats a field of type ``ann``."""
+    members = set(get_args(ann)) if get_origin(ann) in (Union, types.UnionType) else {ann}
+    members.discard(type(None))
+    if members in ({bool}, {float}):
+        return "strict"  # strict float still takes ints, and refuses bools and text
+    if members and members <= {int, float}:
+        return "number"
+    return ""
+
+
+def _refuse_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_type", "expected a number, not true or false")
+    return value
+
+
+_NO_BOOL = BeforeValidator(_refuse_bool)
+
+
+def strict_scalars(model: type[BaseModel]) -> None:
+    """Refuse pydantic's lax bool coercions in both directions, on every field of ``model``.
+
+    pydantic reads ``"no"``, ``"off"``, ``"0"`` and ``1`` as booleans and ``true`` as the
+    number 1; in a spec those words stay text (docs/spec.md), so ``bias: no`` must be an
+    error.  Bool and float fields become strict (no Python call per value); int fields get
+    a check for bools only (strict ints would refuse ``${d / 2}``'s ``32.0``).  Called once
+    per class, when it is created, for the spec's models and every :class:`OpArgs` (user
+    ops too).
+    """
+    changed = False
+    for f in model.model_fields.values():
+        kind = _scalar_kind(f.annotation)
+        if kind == "strict" and not any(isinstance(m, Strict) for m in f.metadata):
+            f.metadata.append(Strict())
+            changed = True
+        elif kind == "number" and _NO_BOOL not in f.metadata:
+            f.metadata.append(_NO_BOOL)  # last: it wraps, so runs before, the constraints
+            changed = True
+    if changed:
+        model.model_rebuild(force=True)
+
+
 class OpArgs(BaseModel):
     """Base of every op's argument model."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        strict_scalars(cls)
 
     op_name: ClassVar[str] = ""
     family: ClassVar[str] = "misc"
@@ -76,6 +145,10 @@ class OpArgs(BaseModel):
 
     def infer(self, *ins: Any) -> TensorType | list[TensorType]:
         raise NotImplementedError
+
+    def check(self, facts: Facts, *ins: Any) -> None:
+        """Check-time proofs beyond shapes (raise OpError): e.g. an example size or a
+        value range that would fail at run time. ``infer`` has already passed."""
 
     def params(self, *ins: Any) -> dict[str, tuple[int, ...]]:
         return {}
@@ -186,4 +259,4 @@ def load_entry_points() -> None:
             warnings.warn(f"graphc: op plugin '{ep.name}' ({ep.value}) failed to load: {e}", stacklevel=2)
 
 
-__all__ = ["REGISTRY", "Example", "Literal", "Onnx", "OpArgs", "OpDef", "OpError", "load_entry_points", "on_change", "op", "unregister"]
+__all__ = ["REGISTRY", "Example", "Facts", "Literal", "Onnx", "OpArgs", "OpDef", "OpError", "load_entry_points", "on_change", "op", "strict_scalars", "unregister"]

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from graphc.errors import Collector, Diagnostic, Pos, SpecError, did_you_mean
+from graphc.errors import Collector, Diagnostic, Pos, SpecError, did_you_mean, scope_label
 from graphc.ops.registry import REGISTRY, OpArgs
 from graphc.shapes import parse_dim
-from graphc.spec.expr import ExprError, has_expr, substitute
+from graphc.spec.expr import ExprError, TextBudgetError, has_expr, substitute, text_budget
+from graphc.spec.limits import MAX_NODES, MAX_REPEAT
 from graphc.spec.load import Spec
 from graphc.spec.model import BlockCall, BlockDef, BlockParam, NodeCommon, node_adapter
 from graphc.spec.pydantic_errors import report_validation_error
@@ -139,8 +141,10 @@ class Expander:
         self.block_stack: list[str] = []
         self.block_defs: dict[str, BlockDef | None] = {}
         self.broken: set[str] = set()  # op nodes that failed or read from a failed reference
+        self.failed: set[str] = set()  # op nodes whose own definition failed (reported once)
         self.unresolved = False
         self.active: list[tuple[_Scope, str]] = []  # entries being expanded, outermost first
+        self.block_sizes: dict[str, int] = {}  # block -> nodes one copy makes (for the size limit)
 
     # --- entry -------------------------------------------------------------------------
 
@@ -152,10 +156,12 @@ class Expander:
                 self.errors.error(f"inputs.{name}: an input name must be an identifier", pos)
             self.nodes[name] = FlatNode(name, "input", pos, f"inputs.{name}")
             self.check_input_dims(name, inp.shape, inp.example)
+        self.errors.errors.extend(identifier_clashes(spec))
         top = _Scope("", spec.params, ("nodes",), spec.raw, "")
         for name in spec.doc.inputs:
             top.entries[name] = _Entry("input", flat=name, state="done")
         self.fill_scope(top, spec.raw.get("nodes", {}), ("nodes",))
+        self.check_file_size(top)
         self.expand_scope(top)
         outputs, output_pos = self.resolve_outputs(top)
         self.errors.raise_if_any()
@@ -218,11 +224,12 @@ class Expander:
         for name, raw in nodes.items():
             pos = locate(scope.raw_root, (*path, name), key=True)
             where = ".".join(map(str, (*path, name)))
-            if not name.isidentifier() or name in MODULE_ATTRIBUTES or name.startswith("_"):
+            ident = python_identifier(name)  # what Python makes of it: 'ｆｏｒｗａｒｄ' is 'forward'
+            if not name.isidentifier() or ident in MODULE_ATTRIBUTES or ident.startswith("_"):
                 why = (
                     "a node name must be an identifier (letters, digits, _)" if not name.isidentifier()
-                    else f"'{name}' is reserved: nodes become torch module attributes, and torch modules already have '{name}'"
-                    if not name.startswith("_") else "a node name must not start with '_' (reserved for torch internals)"
+                    else f"'{name}' is reserved: nodes become torch module attributes, and torch modules already have '{ident}'"
+                    if not ident.startswith("_") else "a node name must not start with '_' (reserved for torch internals)"
                 )
                 self.errors.error(f"{where}: {why}", pos)
                 scope.entries[name] = _Entry("op", flat=self.flat_name(scope, name), state="done")  # no follow-on errors
@@ -269,7 +276,7 @@ class Expander:
                     if not isinstance(value, bool):
                         raise ExprError(f"expected true or false, got {value!r}")
                 except ExprError as e:
-                    self.errors.error(f"{where}{scope.label}: {e}", locate(entry.raw, ("when",)))
+                    self.errors.error(f"{where}{scope.label}: {e}{self.scope_hint(scope, e)}", locate(entry.raw, ("when",)))
                     entry.state = "done"  # not expanded: no follow-on errors about this node
                     return True
                 entry.enabled = value
@@ -287,6 +294,8 @@ class Expander:
         try:
             if entry.kind == "op":
                 self.expand_op(scope, name, entry, self.previous(scope, name))
+                if entry.flat not in self.nodes:
+                    self.failed.add(entry.flat)
             else:
                 self.expand_block_call(scope, name, entry, self.previous(scope, name))
         finally:
@@ -317,6 +326,9 @@ class Expander:
             except ExprError as e:
                 where = ".".join(map(str, path))
                 self.errors.error(f"{where}{scope.label}: {e}{self.scope_hint(scope, e)}", locate(scope.raw_root, path))
+                if isinstance(e, TextBudgetError):  # a size limit: stop, as for too many nodes
+                    self.nodes.clear()
+                    self.errors.raise_if_any()
                 raise
         return value
 
@@ -426,6 +438,8 @@ class Expander:
         out: dict[str, tuple[str, str]] = {}
         for param, target in items:
             found = self.tie_target(scope, target, whole=param == "*")
+            if found is None and self.failed_target(scope, target):
+                continue  # its own error was reported; a second line would only blame the tie
             if found is None:
                 head = target.split(".")[0]
                 hint = did_you_mean(head, [n for n, e in scope.entries.items() if e.kind in ("op", "block") and n != path[-1]])
@@ -433,6 +447,19 @@ class Expander:
                 continue
             out[param] = (found[0], found[1] or param)
         return out
+
+    def failed_target(self, scope: _Scope, target: str) -> bool:
+        """Whether ``target`` names a node (or block copy) whose own definition failed."""
+        head, _, rest = target.partition(".")
+        entry = scope.entries.get(head)
+        if entry is None or entry.enabled is False or entry.kind not in ("op", "block"):
+            return False
+        if entry.kind == "op":
+            return entry.flat not in self.nodes
+        if not entry.instances and entry.passthrough is None:
+            return True  # the block call itself failed
+        parts = rest.split(".") if rest else []
+        return any(".".join([entry.flat, *parts[:cut]]) in self.failed for cut in range(len(parts) + 1))
 
     def tie_target(self, scope: _Scope, target: str, whole: bool) -> tuple[str, str] | None:
         """``node``, ``node.param`` or ``instance.path.node[.param]`` -> (flat node, param)."""
@@ -537,6 +564,8 @@ class Expander:
         if inputs is None:
             return
         reps = call.repeat
+        if not self.within_size_limits(call, raw, where, scope):
+            return
         if reps == 0:
             self.pass_through(entry, call, bdef, inputs, raw, where, scope)
             return
@@ -559,6 +588,54 @@ class Expander:
                 inputs = [r for _, r in inst.outputs]
         finally:
             self.block_stack.pop()
+
+    def within_size_limits(self, call: BlockCall, raw: YMap, where: str, scope: _Scope) -> bool:
+        """Refuse a call before unrolling it when its repeat count or the nodes it would add
+        go over the limits (``repeat: 1000000`` would take minutes and gigabytes).
+
+        The node count is an estimate from the block's text (nested repeats that are
+        expressions count once), but every nested call checks again against the nodes
+        already made, so the total can never pass the limit by more than one call's estimate.
+        Going over the node limit ends the expansion: nothing after it can be checked.
+        """
+        reps = call.repeat or 1
+        if reps > MAX_REPEAT.value:
+            self.errors.add(MAX_REPEAT.exceeded(f"{where}.repeat{scope.label}: repeat {reps:,}", locate(raw, ("repeat",))))
+            return False
+        total = len(self.nodes) + reps * self.block_size(call.block, set())
+        if total > MAX_NODES.value:
+            self.errors.add(MAX_NODES.exceeded(f"{where}{scope.label}: block '{call.block}' would make the spec {total:,} nodes",
+                                               locate(raw, ("repeat",)) if "repeat" in raw else locate(raw, ("block",))))
+            self.nodes.clear()  # the partial check that follows must not walk a huge graph
+            self.errors.raise_if_any()
+        return True
+
+    def check_file_size(self, top: _Scope) -> None:
+        """The node limit holds for a spec that spells out every node too (no blocks)."""
+        total = len(self.nodes) + len(top.order)
+        if total > MAX_NODES.value:
+            self.errors.add(MAX_NODES.exceeded(f"nodes: the spec has {total:,} nodes", locate(self.spec.raw, ("nodes",), key=True)))
+            self.errors.raise_if_any()
+
+    def block_size(self, name: str, seen: set[str]) -> int:
+        """Nodes one copy of block ``name`` makes, counted from its text (ports included)."""
+        if name in self.block_sizes:
+            return self.block_sizes[name]
+        raw = self.spec.blocks.get(name)
+        if raw is None or name in seen or not isinstance(raw.get("nodes"), dict):
+            return 1
+        inputs = raw.get("inputs")
+        size = len(inputs) if isinstance(inputs, list) else 1
+        for node in raw["nodes"].values():
+            inner = node.get("block") if isinstance(node, dict) else None
+            if isinstance(inner, str):
+                reps = node.get("repeat")
+                copies = reps if isinstance(reps, int) and not isinstance(reps, bool) and reps > 0 else 1
+                size += copies * self.block_size(inner, seen | {name})
+            else:
+                size += 1
+        self.block_sizes[name] = size
+        return size
 
     def pass_through(self, entry: _Entry, call: BlockCall, bdef: BlockDef, inputs: list[Ref], raw: YMap, where: str, scope: _Scope) -> None:
         """``repeat: 0``: no copy of the block; its outputs are its inputs (counts must match)."""
@@ -643,7 +720,7 @@ class Expander:
         self.instances[inst_name] = inst
         if scope.prefix:
             self.instances[scope.prefix].nodes.append(inst_name)
-        inner = _Scope(inst_name, params, ("blocks", call.block, "nodes"), _Rooted(block_raw, call.block), f" (in {inst_name})")
+        inner = _Scope(inst_name, params, ("blocks", call.block, "nodes"), _Rooted(block_raw, call.block), scope_label(inst_name))
         for i, (port, ref) in enumerate(zip(bdef.inputs, inputs, strict=True)):
             flat = f"{inst_name}.{port}"
             ppos = locate(block_raw, ("inputs", i))
@@ -696,6 +773,59 @@ def _with_freeze(raw: YMap) -> YMap:
     return out
 
 
+def python_identifier(name: str) -> str:
+    """The identifier Python makes of ``name``: source code is NFKC-normalised, so the
+    mathematical-bold '𝐟𝐜1' *is* 'fc1' as an attribute of the generated module."""
+    return name if name.isascii() else unicodedata.normalize("NFKC", name)
+
+
+def _names(mapping: Any, *path: str) -> list[tuple[str, Pos, str]]:
+    """Keys of a raw mapping (or items of a raw list) with their positions and spec paths."""
+    where = ".".join(path)
+    if isinstance(mapping, YMap):
+        return [(k, mapping.key_pos[k], f"{where}.{k}") for k in mapping]
+    if isinstance(mapping, list) and hasattr(mapping, "item_pos"):
+        return [(v, p, f"{where}.{i}") for i, (v, p) in enumerate(zip(mapping, mapping.item_pos, strict=False)) if isinstance(v, str)]
+    return []
+
+
+def identifier_clashes(spec: Spec) -> list[Diagnostic]:
+    """Names that differ in the YAML but are one Python identifier (``fc1`` and ``𝐟𝐜1``).
+
+    Node names become module attributes, inputs and params become Python names, blocks
+    become classes: two such names would silently share one layer.  Each group of names
+    that share a namespace is checked once, from the raw text, so a repeated block is not
+    reported once per copy.
+    """
+    raw = spec.raw
+    groups = [
+        [*_names(raw.get("inputs"), "inputs"), *_names(raw.get("nodes"), "nodes")],
+        _names(raw.get("outputs"), "outputs"),
+        _names(raw.get("params"), "params"),
+        [(name, block.pos, f"blocks.{name}") for name, block in spec.blocks.items() if isinstance(block, YMap)],
+    ]
+    for name, block in spec.blocks.items():
+        if isinstance(block, YMap):
+            groups += [
+                [*_names(block.get("inputs"), "blocks", name, "inputs"), *_names(block.get("nodes"), "blocks", name, "nodes")],
+                _names(block.get("outputs"), "blocks", name, "outputs"),
+                _names(block.get("params"), "blocks", name, "params"),
+            ]
+    out: list[Diagnostic] = []
+    for names in groups:
+        if all(n.isascii() for n, _, _ in names):
+            continue  # the common case costs one pass of isascii()
+        first: dict[str, tuple[str, Pos]] = {}
+        for name, pos, where in names:
+            ident = python_identifier(name)
+            if ident in first and first[ident][0] != name:
+                other, opos = first[ident]
+                out.append(Diagnostic(pos, f"{where}: '{name}' is the same Python identifier as '{other}' ({opos}):"
+                                           f" both are '{ident}' after Unicode NFKC normalisation; rename one"))
+            first.setdefault(ident, (name, pos))
+    return out
+
+
 def _prune(flat: FlatSpec, broken: set[str]) -> None:
     """Drop broken nodes and everything downstream of them (ports included)."""
     gone = set(broken)
@@ -711,12 +841,14 @@ def _prune(flat: FlatSpec, broken: set[str]) -> None:
 
 def expand_partial(spec: Spec) -> tuple[FlatSpec, list[Diagnostic]]:
     """:func:`expand` that returns the intact part of a broken spec along with its errors."""
-    return Expander(spec).run_partial()
+    with text_budget():
+        return Expander(spec).run_partial()
 
 
 def expand(spec: Spec) -> FlatSpec:
     """Expand ``spec`` into flat nodes; raises SpecError with every problem found."""
-    return Expander(spec).run()
+    with text_budget():
+        return Expander(spec).run()
 
 
 __all__ = ["FlatNode", "FlatSpec", "Instance", "NodeCommon", "Ref", "SpecError", "expand"]

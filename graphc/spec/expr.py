@@ -5,24 +5,32 @@ embedded expressions (``"layer_${i}"``) becomes a string.  Expressions are parse
 :mod:`ast` and evaluated by walking a small whitelist of node types: numbers, strings,
 booleans, param names, arithmetic (``+ - * / // % **``), comparisons, ``and/or/not``,
 ``x if c else y`` and the functions below.  There is no ``eval``, no attribute access, no
-subscripting, and results are bounded so a spec cannot make the compiler hang.
+subscripting, and results are bounded so a spec cannot make the compiler hang: integers
+to 64 bits, exponents to 64, floats to finite values, text to :data:`~graphc.spec.limits.MAX_STRING`
+characters (checked on every intermediate result, so no operation ever works on a value
+bigger than that).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping
+import unicodedata
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from graphc.errors import did_you_mean
+from graphc.spec.limits import MAX_STRING, MAX_TEXT
 
 EXPR = re.compile(r"\$\{([^{}]*)\}")
 MAX_EXPR_LEN = 500
 MAX_INT_BITS = 64
+MAX_EXPONENT = 64  # also bounds round()'s digits: 10**ndigits must stay small
 
 Scalar = int | float | bool | str
 
@@ -43,13 +51,20 @@ _CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
     ast.Gt: operator.gt,
     ast.GtE: operator.ge,
 }
+def _round(x: Any, ndigits: Any = None) -> Any:
+    """``round`` whose digit count is bounded (``round(5, -2**62)`` would compute 10**2**62)."""
+    if ndigits is not None and isinstance(ndigits, int) and abs(ndigits) > MAX_EXPONENT:
+        raise ValueError(f"ndigits must be within +-{MAX_EXPONENT}")
+    return round(x) if ndigits is None else round(x, ndigits)
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "min": min,
     "max": max,
     "abs": abs,
     "int": int,
     "float": float,
-    "round": round,
+    "round": _round,
     "sqrt": math.sqrt,
     "ceil": math.ceil,
     "floor": math.floor,
@@ -71,6 +86,59 @@ def _num(v: Any) -> Any:
     return v
 
 
+def _bounded(result: Any) -> Any:
+    """Every intermediate result stays small and finite, so the next operation is cheap."""
+    if isinstance(result, bool):
+        return result
+    if isinstance(result, int):
+        if result.bit_length() > MAX_INT_BITS:
+            raise ExprError(f"integer result is too large (more than {MAX_INT_BITS} bits)")
+    elif isinstance(result, float):
+        if not math.isfinite(result):
+            raise ExprError(f"result is not finite ({result})")
+    elif isinstance(result, str) and len(result) > MAX_STRING.value:
+        raise ExprError(_too_long(len(result)))
+    return result
+
+
+_TEXT_MADE: ContextVar[list[int] | None] = ContextVar("graphc_text_made", default=None)
+
+
+@contextlib.contextmanager
+def text_budget() -> Iterator[None]:
+    """Count the text that expressions make while loading (or expanding) one spec.
+
+    Each value is bounded by ``MAX_STRING``, but 3,000 params of ``"x${half_mib}"`` would
+    still make gigabytes; inside this context their total is bounded by ``MAX_TEXT``.
+    """
+    token = _TEXT_MADE.set([0])
+    try:
+        yield
+    finally:
+        _TEXT_MADE.reset(token)
+
+
+class TextBudgetError(ExprError):
+    """The spec's expressions made too much text: the caller stops evaluating (one error, not
+    one per remaining value)."""
+
+
+def _charge(n: int) -> None:
+    """Charge ``n`` characters about to be made to the active budget (none outside
+    :func:`text_budget`), refusing them before they are made."""
+    used = _TEXT_MADE.get()
+    if used is not None:
+        if used[0] + n > MAX_TEXT.value:
+            raise TextBudgetError(f"expressions would make {used[0] + n:,} characters of text: over the limit of"
+                                  f" {MAX_TEXT.value:,} {MAX_TEXT.what} (set {MAX_TEXT.env} to raise it)")
+        used[0] += n
+
+
+def _too_long(n: int) -> str:
+    return (f"text of {n:,} characters is over the limit of {MAX_STRING.value:,} characters per text value"
+            f" (set {MAX_STRING.env} to raise it)")
+
+
 class _Evaluator:
     def __init__(self, names: Mapping[str, Any]) -> None:
         self.names = names
@@ -79,10 +147,7 @@ class _Evaluator:
         method = getattr(self, "_" + type(node).__name__, None)
         if method is None:
             raise ExprError(f"{_what(node)} is not allowed in an expression")
-        result = method(node)
-        if isinstance(result, int) and not isinstance(result, bool) and result.bit_length() > MAX_INT_BITS:
-            raise ExprError("integer result is too large")
-        return result
+        return _bounded(method(node))
 
     def _Expression(self, node: ast.Expression) -> Any:
         return self.eval(node.body)
@@ -98,7 +163,11 @@ class _Evaluator:
         if node.id in ("false", "False"):
             return False
         if node.id not in self.names:
-            raise ExprError(f"unknown param '{node.id}'{did_you_mean(node.id, self.names)}", node.id)
+            # Python's parser NFKC-normalises identifiers: `${𝐝}` arrives here as `d`
+            spelled = next((k for k in self.names if not k.isascii() and unicodedata.normalize("NFKC", k) == node.id), None)
+            if spelled is None:
+                raise ExprError(f"unknown param '{node.id}'{did_you_mean(node.id, self.names)}", node.id)
+            return self.names[spelled]
         return self.names[node.id]
 
     def _BinOp(self, node: ast.BinOp) -> Any:
@@ -108,14 +177,19 @@ class _Evaluator:
         left, right = self.eval(node.left), self.eval(node.right)
         if isinstance(left, str) or isinstance(right, str):
             if isinstance(node.op, ast.Add) and isinstance(left, str) and isinstance(right, str):
+                if len(left) + len(right) > MAX_STRING.value:  # refused before it is made
+                    raise ExprError(_too_long(len(left) + len(right)))
+                _charge(len(left) + len(right))
                 return left + right
             raise ExprError("arithmetic on text is not allowed (only text + text)")
-        if isinstance(node.op, ast.Pow) and abs(_num(right)) > 64:
-            raise ExprError("exponent is too large")
+        if isinstance(node.op, ast.Pow) and abs(_num(right)) > MAX_EXPONENT:
+            raise ExprError(f"exponent is too large (at most {MAX_EXPONENT})")
         try:
             return op(_num(left), _num(right))
         except ZeroDivisionError:
             raise ExprError("division by zero") from None
+        except OverflowError:  # float ** float beyond the float range
+            raise ExprError("result is not finite (float overflow)") from None
 
     def _UnaryOp(self, node: ast.UnaryOp) -> Any:
         value = self.eval(node.operand)
@@ -165,7 +239,7 @@ class _Evaluator:
         args = [self.eval(a) for a in node.args]
         try:
             return FUNCTIONS[node.func.id](*args)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:  # int(inf), round(nan), ...
             raise ExprError(f"{node.func.id}(): {e}") from None
 
 
@@ -226,8 +300,24 @@ def substitute(value: str, names: Mapping[str, Any]) -> Any:
     if whole:
         return evaluate(whole.group(1), names)
     if value.count("${") != len(EXPR.findall(value)):
-        raise ExprError(f"unterminated or nested '${{' in {value!r}")
-    return EXPR.sub(lambda m: _text(evaluate(m.group(1), names)), value)
+        raise ExprError(f"unterminated or nested '${{' in {_short(value)}")
+    parts: list[str] = []
+    size, cap, end = 0, MAX_STRING.value, 0
+    for m in EXPR.finditer(value):  # by hand, not re.sub: the text is measured as it grows
+        piece = _text(evaluate(m.group(1), names))
+        size += (m.start() - end) + len(piece)
+        if size > cap:
+            raise ExprError(_too_long(size))
+        parts += [value[end:m.start()], piece]
+        end = m.end()
+    parts.append(value[end:])
+    _charge(size + len(value) - end)
+    return "".join(parts)
+
+
+def _short(value: str) -> str:
+    """A long value's start, for a message that must stay one readable line."""
+    return repr(value) if len(value) <= 80 else repr(value[:77]) + "..."
 
 
 def _text(v: Any) -> str:

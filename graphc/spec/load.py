@@ -6,7 +6,10 @@ are still raw (with positions).  :mod:`graphc.spec.expand` turns those into flat
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -15,7 +18,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from graphc.errors import Collector, Pos, SpecError, did_you_mean
-from graphc.spec.expr import ExprError, has_expr, substitute
+from graphc.spec.expr import ExprError, TextBudgetError, has_expr, substitute, text_budget
+from graphc.spec.limits import MAX_FILE_BYTES
 from graphc.spec.model import FORMAT_VERSION, SpecDoc
 from graphc.spec.pydantic_errors import report_validation_error
 from graphc.spec.yaml_loader import YMap, YSeq, load_yaml, locate
@@ -57,13 +61,20 @@ def load_spec(
     """Load and validate a spec's top level.
 
     Args:
-        source: a path to a ``.yaml`` file, YAML text, or an already-parsed dict.
+        source: a path (a :class:`~pathlib.Path`, or a one-line string: ``"specs/mlp.yaml"``),
+            YAML text (anything with a newline, or a one-line ``{...}`` flow mapping), or an
+            already-parsed dict.
         overrides: ``{"layers": 8, "nodes.fc1.out": 64}`` or ``["layers=8", ...]``; values
             given as text are typed like the value they replace.
 
     Returns:
         The :class:`Spec`.  Raises :class:`~graphc.errors.SpecError` with file positions.
     """
+    with text_budget():
+        return _load(source, overrides)
+
+
+def _load(source: str | FsPath | Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None) -> Spec:
     raw, file, data = _read(source)
     blocks = _collect_blocks(raw, file, stack=[])
     over = _normalize_overrides(overrides)
@@ -93,14 +104,67 @@ def _read(source: str | FsPath | Mapping[str, Any]) -> tuple[YMap, str, bytes]:
 
         text = json.dumps(source, default=str)
         return load_yaml(text, "<dict>"), "<dict>", text.encode()
-    if isinstance(source, FsPath) or ("\n" not in source and source.endswith((".yaml", ".yml", ".json"))):
+    if _is_path(source):
         path = FsPath(source)
         try:
-            data = path.read_bytes()
+            data = read_bounded(path)
         except OSError as e:
             raise SpecError(f"cannot read spec: {e.strerror}", Pos(str(path), 1, 1)) from None
         return load_yaml(data, str(path)), str(path), data
+    assert isinstance(source, str)
     return load_yaml(source, "<text>"), "<text>", source.encode()
+
+
+def _is_path(source: str | FsPath) -> bool:
+    """A Path, or one line of text that is not a ``{...}`` flow mapping, names a file.
+
+    So ``graphc check missing`` says "No such file" instead of parsing the word ``missing``
+    as a YAML document (a spec needs several keys: one line of YAML is a flow mapping).
+    """
+    if isinstance(source, FsPath):
+        return True
+    one_line = "\n" not in source and "\r" not in source
+    return one_line and (not source.lstrip().startswith("{") or os.path.lexists(source))
+
+
+def read_bounded(path: FsPath) -> bytes:
+    """A spec or include file's bytes: a regular file only, at most ``MAX_FILE_BYTES``.
+
+    Opened without blocking (a FIFO would otherwise wait forever for a writer) and checked
+    with ``fstat`` before anything is read, so ``/dev/zero``, ``/dev/urandom``, a folder or a
+    pipe is refused at once; the read itself stops one byte past the limit in case the file
+    grows meanwhile.
+
+    Raises:
+        OSError: with a ``strerror`` to show (not a regular file, too large, unreadable).
+    """
+    cap = MAX_FILE_BYTES.value
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.EISDIR, "it is a folder, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a device, pipe or socket is never read as a spec)")
+        if st.st_size > cap:
+            raise OSError(errno.EFBIG, _too_big(st.st_size))
+        chunks, size = [], 0
+        while size <= cap:
+            chunk = os.read(fd, min(1 << 20, cap + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > cap:
+            raise OSError(errno.EFBIG, _too_big(size))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _too_big(size: int) -> str:
+    return (f"file of {size:,} bytes is over the limit of {MAX_FILE_BYTES.value:,} bytes per file"
+            f" (set {MAX_FILE_BYTES.env} to raise it)")
 
 
 def _collect_blocks(raw: YMap, file: str, stack: list[str]) -> dict[str, YMap]:
@@ -124,7 +188,7 @@ def _collect_blocks(raw: YMap, file: str, stack: list[str]) -> dict[str, YMap]:
         if len(stack) >= MAX_INCLUDE_DEPTH:
             raise SpecError(f"includes nested deeper than {MAX_INCLUDE_DEPTH}", pos)
         try:
-            data = path.read_bytes()
+            data = read_bounded(path)
         except OSError as e:
             raise SpecError(f"include '{inc}': {e.strerror}", pos) from None
         lib = load_yaml(data, _display(path))
@@ -216,7 +280,10 @@ def _typed_like(old: Any, value: Any, key: str, pos: Pos) -> Any:
     else:
         from graphc.spec.yaml_loader import _plain_scalar
 
-        return _plain_scalar(value)
+        try:
+            return _plain_scalar(value)
+        except ValueError as e:  # an integer wider than 64 bits
+            raise SpecError(f"--set {key}: {e}", pos) from None
     if has_expr(value):
         return value
     raise SpecError(f"--set {key}={value}: expected {type(old).__name__} like the value it replaces ({old!r})", pos)
@@ -228,6 +295,7 @@ def resolve_params(raw: YMap, file: str) -> dict[str, Any]:
     if not isinstance(params_raw, dict):
         raise SpecError("params: expected a mapping of name: value", locate(raw, ("params",)))
     out: dict[str, Any] = {}
+    failed: set[str] = set()  # a param that failed is not reported again as "unknown" by its users
     errors = Collector()
     for name, value in params_raw.items():
         pos = locate(raw, ("params", name))
@@ -237,7 +305,11 @@ def resolve_params(raw: YMap, file: str) -> dict[str, Any]:
         try:
             out[name] = substitute(value, out) if has_expr(value) else value
         except ExprError as e:
-            errors.error(f"params.{name}: {e}", pos)
+            failed.add(name)
+            if e.name not in failed:
+                errors.error(f"params.{name}: {e}", pos)
+            if isinstance(e, TextBudgetError):
+                break  # every later text param would fail the same way
     errors.raise_if_any()
     return out
 
@@ -256,6 +328,8 @@ def _substitute_top(raw: YMap, params: Mapping[str, Any], file: str) -> dict[str
                 return substitute(value, params)
             except ExprError as e:
                 errors.error(f"{'.'.join(map(str, path))}: {e}", locate(raw, path))
+                if isinstance(e, TextBudgetError):
+                    errors.raise_if_any()  # one error, not one per remaining value
         return value
 
     top = {k: (v if k in ("blocks", "nodes", "params") else walk(v, (k,))) for k, v in raw.items()}

@@ -21,7 +21,7 @@ from pydantic import (
     create_model,
 )
 
-from graphc.ops.registry import REGISTRY, OpArgs, on_change
+from graphc.ops.registry import REGISTRY, OpArgs, on_change, strict_scalars
 from graphc.shapes import DTYPES
 
 FORMAT_VERSION = 1
@@ -31,6 +31,11 @@ Refs = str | list[str] | dict[str, str]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        strict_scalars(cls)  # `bias: no` is text, not false
 
 
 InitScheme = Literal[

@@ -53,8 +53,12 @@ def _fields_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str]
     return [v.alias or k for k, v in current.model_fields.items()]
 
 
+_STRICT_TEXT = {"bool_type": "expected true or false", "float_type": "expected a number"}
+
+
 def _value_repr(value: Any) -> str:
-    text = repr(value)
+    """The offending value as the spec spells it (``true``, not Python's ``True``)."""
+    text = "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -117,7 +121,8 @@ def report_validation_error(
             pos = locate(raw, loc[:-1])
         else:
             got = f" (got {_value_repr(err.get('input'))})" if kind not in ("union_tag_invalid",) else ""
-            text = str(err["msg"]).replace("Input should be ", "expected ", 1)
+            # strict bool/float fields refuse 'no', 'off', 1 and true: say what they take
+            text = _STRICT_TEXT.get(kind) or str(err["msg"]).replace("Input should be ", "expected ", 1)
             msg = f"{path}{label}: {text[0].lower()}{text[1:]}{got}"
             pos = locate(raw, loc)
         out.append(Diagnostic(pos, msg))

@@ -8,6 +8,9 @@ This module builds plain Python values straight from libyaml's event stream with
 * no tags but the standard scalar/collection ones (``!!python/...`` is an error, never run);
 * duplicate mapping keys reported with both lines;
 * bounded nesting depth and bounded alias expansion (a "billion laughs" file stops early);
+* a bounded file size and number of values (:mod:`graphc.spec.limits`), counted as the
+  events arrive, so a 30 MB flow list stops at the limit instead of being built first;
+* integers bounded to 64 bits (a 5000-digit literal is an error, not Python's int-string limit);
 * every mapping/sequence as a :class:`YMap`/:class:`YSeq` that keeps the position of each
   key and value, so later phases can point errors at ``FILE:LINE:COL``.
 
@@ -23,10 +26,11 @@ from typing import Any
 import yaml
 
 from graphc.errors import Pos, SpecError
+from graphc.spec.limits import MAX_FILE_BYTES, MAX_YAML_VALUES
 
 MAX_DEPTH = 64
 MAX_ALIAS_NODES = 100_000
-MAX_BYTES = 32 * 1024 * 1024
+MAX_INT_BITS = 64
 
 PathKey = str | int
 Path = tuple[PathKey, ...]
@@ -102,17 +106,23 @@ _SEQ_TAGS = {None, "!", "tag:yaml.org,2002:seq"}
 
 
 def _plain_scalar(value: str) -> Any:
-    """Resolve an untagged plain scalar by the YAML 1.2 core schema."""
+    """Resolve an untagged plain scalar by the YAML 1.2 core schema.
+
+    Raises:
+        ValueError: for an integer wider than 64 bits (checked on its length first, so a
+            huge literal costs nothing to refuse).
+    """
     if value in _NULL:
         return None
     if value in _BOOL:
         return _BOOL[value]
     if _INT.match(value):
-        if value.startswith("0o"):
-            return int(value[2:], 8)
-        if value.startswith("0x"):
-            return int(value[2:], 16)
-        return int(value)
+        if len(value) > 25:  # > 64 bits in any base: 2**64 has 20 decimal, 22 octal, 16 hex digits
+            raise ValueError(f"integer of {len(value)} digits is too large (at most {MAX_INT_BITS} bits)")
+        number = int(value[2:], 8) if value.startswith("0o") else int(value[2:], 16) if value.startswith("0x") else int(value)
+        if number.bit_length() > MAX_INT_BITS:
+            raise ValueError(f"integer {value} is too large (at most {MAX_INT_BITS} bits)")
+        return number
     if _FLOAT.match(value):
         return float(value)
     if _INF.match(value):
@@ -125,7 +135,10 @@ def _plain_scalar(value: str) -> Any:
 def _tagged_scalar(tag: str, value: str, pos: Pos) -> Any:
     if tag == _STR_TAG:
         return value
-    resolved = _plain_scalar(value)
+    try:
+        resolved = _plain_scalar(value)
+    except ValueError as e:
+        raise SpecError(str(e), pos) from None
     expect = {
         "tag:yaml.org,2002:int": int,
         "tag:yaml.org,2002:float": float,
@@ -165,11 +178,16 @@ class _Builder:
         self.root: Any = None
         self.done = False
         self.exprs: dict[str, str] = {}
+        self.values = 0
+        self.max_values = MAX_YAML_VALUES.value
 
     def pos(self, mark: Any) -> Pos:
         return Pos(self.file, mark.line + 1, mark.column + 1)
 
     def add(self, value: Any, pos: Pos, anchor: str | None) -> None:
+        self.values += 1
+        if self.values > self.max_values:
+            raise MAX_YAML_VALUES.exceeded("the file holds too many values", pos)
         if anchor:
             self.anchors[anchor] = value
         if not self.stack:
@@ -225,7 +243,10 @@ class _Builder:
                     ev.style = "$"  # an expression stays text until it is evaluated
             tag = ev.tag
             if tag in (None, "!") or (ev.implicit[0] and tag is None):
-                value = ev.value if (ev.style or tag == "!") else _plain_scalar(ev.value)
+                try:
+                    value = ev.value if (ev.style or tag == "!") else _plain_scalar(ev.value)
+                except ValueError as e:
+                    raise SpecError(str(e), pos) from None
             elif tag in _SCALAR_TAGS:
                 value = _tagged_scalar(tag, ev.value, pos)
             else:
@@ -262,8 +283,8 @@ _NO_KEY = object()
 
 
 def _decode(data: bytes, file: str) -> str:
-    if len(data) > MAX_BYTES:
-        raise SpecError(f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB", Pos(file))
+    if len(data) > MAX_FILE_BYTES.value:
+        raise MAX_FILE_BYTES.exceeded(f"the file has {len(data):,} bytes", Pos(file))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -332,6 +353,8 @@ def load_yaml(source: str | bytes, file: str = "<spec>") -> YMap:
     Raises:
         SpecError: for anything that is not a single, well-formed YAML mapping.
     """
+    if isinstance(source, str) and len(source) > MAX_FILE_BYTES.value:
+        raise MAX_FILE_BYTES.exceeded(f"the text has {len(source):,} characters", Pos(file))
     text = _decode(source, file) if isinstance(source, bytes) else source
     if "\x00" in text:
         raise SpecError("invalid YAML: NUL byte is not allowed", _char_pos(text, text.index("\x00"), file))

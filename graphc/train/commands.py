@@ -8,8 +8,10 @@ from typing import Any
 
 def _train(args: argparse.Namespace) -> int:
     from graphc.train.loop import train
+    from graphc.weights.commands import weight_source
 
-    r = train(args.spec, args.output, config=args.config, overrides=args.overrides, resume=args.resume, init=args.init, quiet=args.quiet)
+    r = train(args.spec, args.output, config=args.config, overrides=args.overrides, resume=args.resume,
+              init=weight_source(args.init, args), quiet=args.quiet, force=args.force)
     best = ", ".join(f"{k} {v:.4g}" for k, v in r.best.items() if k.startswith("val_"))
     test = ", ".join(f"{k} {v:.4g}" for k, v in r.test.items())
     print(f"trained {r.steps} steps (compile: {r.compile}{', stopped early' if r.stopped_early else ''}); "
@@ -25,6 +27,7 @@ def _train(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add ``graphc train`` to the ``graphc`` parser."""
     from graphc.cli import add_spec_args
+    from graphc.weights.commands import add_transfer_args
 
     p = sub.add_parser("train", help="train a spec with its recipe (train: section or --config)",
                        description="Train SPEC; see docs/train.md. --set train.KEY=VALUE overrides the recipe.")
@@ -32,6 +35,9 @@ def register(sub: Any) -> None:
     p.add_argument("--config", metavar="RECIPE.yaml", help="recipe file (instead of the spec's train: section)")
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder: checkpoints, metrics.csv, best.safetensors")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in RUN_DIR")
+    p.add_argument("--force", action="store_true",
+                   help="start afresh in RUN_DIR even if it holds a run or other files (removes only a run's own files)")
     p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (safetensors keyed by node paths)")
+    add_transfer_args(p)  # --map, --partial for --init
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(handler=_train)

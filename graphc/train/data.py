@@ -21,6 +21,7 @@ import torch
 
 from graphc.errors import DataError, Pos
 from graphc.graph.infer import TypedGraph
+from graphc.shapes import parse_dim
 from graphc.spec.model import InputDef
 from graphc.train.recipe import DataCfg, LoadedRecipe
 
@@ -258,11 +259,93 @@ def load_data(tg: TypedGraph, lr: LoadedRecipe, seed: int) -> Data:
     else:
         raise DataError(f"{lr.where('data', 'dataset')}: unknown dataset '{cfg.dataset}' (built-in: {', '.join(BUILTIN)}; or a .npz/.csv/.safetensors path)", pos)
     arrays = _resolve(arrays, inputs, targets, lr)
+    check_targets(tg, lr, arrays, str(path) if cfg.dataset not in BUILTIN else f"dataset '{cfg.dataset}'")
     tensors = {k: _check_input(k, v, inputs[k], pos, tg.flat.spec.pos("inputs", k)) for k, v in arrays.items() if k in inputs}
     tensors |= {k: _target(v) for k, v in arrays.items() if k not in inputs}
     splits = _split(tensors, cfg.split, cfg.seed if cfg.seed is not None else seed)
     unigram = unigram_loss(splits[0].tensors["target"], splits[1].tensors["target"]) if cfg.dataset in ("stdlib_chars",) else None
     return Data(*splits, inputs=list(inputs), unigram_loss=unigram)
+
+
+# --- targets against the spec's outputs ---------------------------------------------------
+
+CLASS_LOSSES = {"cross_entropy"}
+CLASS_METRICS = {"accuracy", "top_k", "perplexity", "f1"}
+
+
+def check_targets(tg: TypedGraph, lr: LoadedRecipe, arrays: Arrays, source: str) -> None:
+    """Every loss term's and metric's target against its output, before step 0.
+
+    Class targets (cross-entropy, accuracy, ...) must be integer ids, one per position of the
+    output without its class axis, and within ``[0, classes)``; value targets (mse, mae,
+    bce) must hold as many values per example as the output.  Otherwise torch fails deep
+    inside the first step with a message that names neither the file nor the recipe line.
+    """
+    outputs = tg.output_types()
+    sizes = _bound_sizes(tg, arrays)
+    terms: list[tuple[str, str, str, tuple[str | int, ...]]] = [(t.type, t.output, t.target, ("loss", i) if isinstance(lr.recipe.loss, list) else ("loss",))
+             for i, t in enumerate(lr.recipe.loss_terms)]
+    terms += [(m.type, m.output or "", m.target or "", ("metrics", i)) for i, m in enumerate(lr.recipe.metric_cfgs)]
+    for kind, out_name, target, path in terms:
+        if out_name not in outputs or target not in arrays:
+            continue  # reported elsewhere (no such output / array)
+        shape = outputs[out_name].concrete(sizes)
+        where = f"{lr.where(*path)}: {source}: target '{target}'"
+        out_name = f"{out_name}' {outputs[out_name]}"  # the spec's (symbolic) type, e.g. [B, 3]
+        pos = lr.pos(*path)
+        if kind in CLASS_LOSSES | CLASS_METRICS:
+            _check_classes(arrays[target], shape, where, kind, out_name, pos)
+        else:
+            _check_values(arrays[target], shape, where, kind, out_name, pos)
+
+
+def _bound_sizes(tg: TypedGraph, arrays: Arrays) -> dict[str, int]:
+    """Each symbolic dim's size in this data (from the input arrays), else its example."""
+    sizes = dict(tg.example)
+    for name, inp in tg.flat.spec.doc.inputs.items():
+        arr = arrays.get(name)
+        if arr is None:
+            continue
+        for d, n in zip(inp.shape, arr.shape, strict=False):
+            parsed = parse_dim(d) if isinstance(d, str) else None
+            if parsed is not None and parsed[0] == 1:
+                sizes[parsed[1]] = int(n)
+    return sizes
+
+
+def _check_classes(arr: np.ndarray, out: tuple[int, ...], where: str, kind: str, out_name: str, pos: Pos) -> None:
+    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        raise DataError(f"{where} has dtype {arr.dtype}, but {kind} needs integer class ids (0 .. {out[-1] - 1}) "
+                        f"for output '{out_name}", pos)
+    per = int(np.prod(arr.shape[1:], dtype=np.int64))
+    want = int(np.prod(out[1:-1], dtype=np.int64))
+    if per != want:
+        raise DataError(f"{where} has shape {list(arr.shape)}, but {kind} on output '{out_name} needs "
+                        f"{want} class id(s) per example (shape {_shown(out[1:-1])})", pos)
+    if arr.size == 0:
+        return
+    classes = out[-1]
+    bad = (arr < 0) | (arr >= classes)
+    if bad.any():
+        first = np.argwhere(bad)[0]
+        raise DataError(f"{where} has {int(bad.sum())} label(s) outside [0, {classes}) (min {int(arr.min())}, max {int(arr.max())}; "
+                        f"first at index {first.tolist()}): output '{out_name} has {classes} classes", pos)
+
+
+def _shown(rest: tuple[int, ...]) -> str:
+    return "[" + ", ".join(["N", *map(str, rest)]) + "]"
+
+
+def _check_values(arr: np.ndarray, out: tuple[int, ...], where: str, kind: str, out_name: str, pos: Pos) -> None:
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise DataError(f"{where} has dtype {arr.dtype}, but {kind} needs numbers", pos)
+    per = int(np.prod(arr.shape[1:], dtype=np.int64))
+    want = int(np.prod(out[1:], dtype=np.int64))
+    if per != want:
+        raise DataError(f"{where} has shape {list(arr.shape)}, but {kind} on output '{out_name} needs "
+                        f"{want} value(s) per example (shape {_shown(out[1:])})", pos)
+    if kind == "bce" and arr.size and (arr.min() < 0 or arr.max() > 1):
+        raise DataError(f"{where} has values in [{arr.min():g}, {arr.max():g}], but bce needs targets in [0, 1]", pos)
 
 
 def _split(tensors: dict[str, torch.Tensor], fractions: tuple[float, float, float], seed: int) -> tuple[Split, Split, Split]:

@@ -23,6 +23,7 @@ from torch import fx, nn
 from graphc.errors import DataError, TrainError
 from graphc.graph.infer import TypedGraph
 from graphc.io import write_text
+from graphc.outputs import OutputError, check_folder, clear_owned, spec_path, write_marker
 from graphc.train import checkpoint as ckpt
 from graphc.train.data import Data, Split, load_data
 from graphc.train.lora import apply_lora, merged, remove
@@ -103,13 +104,13 @@ class Trainer:
         self._check_outputs()
         self.gm = graphc.build(tg, seed=self.r.seed, device=self.device)
         if init:
-            from graphc.export.weights import load_weights
+            from graphc.weights import load_weights_from  # --map/--partial: through the transfer plan
 
-            load_weights(self.gm, init)
+            load_weights_from(self.gm, init, report_dir=run_dir)
         self.adapters = apply_lora(self.gm, self.r.lora, lr) if self.r.lora else []
         self.mode = compile_mode(self.gm, self.r.compile)
         self.forward = compiled_forward(self.gm, self.mode)
-        self.opt = make_optimizer(self.gm, tg, self.r.optimizer)
+        self.opt = make_optimizer(self.gm, tg, self.r.optimizer, lr)  # lr: param_groups/unfreeze with positions
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.r.precision == "fp16")
         self.bpe = len(self.data.train) // self.r.batch_size  # micro-batches per epoch (last partial dropped: static shapes)
         if self.bpe < self.r.grad_accum:
@@ -274,10 +275,8 @@ class Trainer:
 
     # --- the run ------------------------------------------------------------------------------
 
-    def run(self, resume: bool = False) -> TrainResult:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self._resume()
+    def run(self, resume: bool = False, force: bool = False) -> TrainResult:
+        self._claim(resume, force)
         self.progress = Progress(self.total, self.step, self.quiet)
         self.tb = TensorBoard(self.run_dir)
         stopped = False
@@ -294,6 +293,20 @@ class Trainer:
             self.progress.close()
             self.tb.close()
         return self._finish(stopped)
+
+    def _claim(self, resume: bool, force: bool) -> None:
+        """Make ``run_dir`` this run's folder (graphc.outputs rules): a fresh run removes the
+        previous run's own files (FOLDER_FILES["run"]) and nothing else; --resume keeps them."""
+        folder = check_folder(self.run_dir, "run", force, spec_path(self.tg.flat.spec), resume)
+        if resume:
+            self._resume()  # first: a folder with no checkpoint is refused before anything is written
+        elif folder.exists:
+            clear_owned(folder)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{self.run_dir}: cannot create the run folder: {e.strerror}") from None
+        write_marker(self.run_dir, "run")
 
     def _resume(self) -> None:
         import sys
@@ -347,8 +360,12 @@ def train(
     resume: bool = False,
     init: str | None = None,
     quiet: bool = False,
+    force: bool = False,
 ) -> TrainResult:
     """Train ``spec`` with its recipe (``train:`` section or ``config``) into ``run_dir``.
+
+    ``run_dir`` must be new, empty, or (with ``resume``) a run to continue; ``force`` starts
+    afresh in any other folder, removing only the files a run writes (see graphc.outputs).
 
     Example:
         >>> r = graphc.train.train("specs/digits_cnn.yaml", "out/digits", overrides=["train.epochs=1"])
@@ -357,12 +374,15 @@ def train(
     import graphc
     from graphc.train.recipe import load_recipe
 
+    check_folder(run_dir, "run", force, spec_path(spec), resume)  # before any work; changes nothing
+    if config is not None:
+        check_folder(run_dir, "run", force, spec_path(config), resume)
     spec_over, recipe_over = split_overrides(overrides)
     s = graphc.load_spec(spec, spec_over)
     tg = graphc.check(s)
     lr = load_recipe(s, config, recipe_over)
     trainer = Trainer(tg, lr, Path(run_dir), init=init, quiet=quiet)
-    return trainer.run(resume=resume)
+    return trainer.run(resume=resume, force=force)
 
 
 __all__ = ["Recipe", "TrainResult", "Trainer", "train"]

@@ -1,21 +1,29 @@
-"""Optimizers with decay groups, and the learning-rate schedule.
+"""Optimizers with decay groups, fine-tuning groups, and the learning-rate schedule.
 
 Weight decay is applied only to matrices and kernels that transform activations.  A
 parameter is exempt when it has fewer than two dimensions (biases, norm scales and shifts) or
 when its node reads integer ids (an embedding table: the spec's types say so, whatever the
 op is called), so the rule needs no list of module types.
+
+Fine-tuning (the recipe's ``param_groups`` and ``unfreeze``) splits the parameters further:
+each torch param group carries ``lr_scale`` (its lr is ``lr_scale`` x the scheduled lr),
+``unfreeze_at`` (frozen before that step) and a ``name``.  These live in the optimizer's own
+param groups, so its ``state_dict`` checkpoints them and a resume restores them exactly; the
+frozen state is re-derived from the step by :meth:`Schedule.apply` before every step.
 """
 
 from __future__ import annotations
 
 import math
+from fnmatch import fnmatchcase
 from typing import Any
 
 import torch
 from torch import fx, nn
 
+from graphc.errors import Collector, SpecError, did_you_mean
 from graphc.graph.infer import TypedGraph
-from graphc.train.recipe import OptimizerCfg, ScheduleCfg
+from graphc.train.recipe import LoadedRecipe, OptimizerCfg, ScheduleCfg
 
 
 def _reads_ids(tg: TypedGraph, node_path: str) -> bool:
@@ -37,9 +45,40 @@ def decay_groups(gm: fx.GraphModule, tg: TypedGraph, weight_decay: float) -> lis
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(gm: fx.GraphModule, tg: TypedGraph, cfg: OptimizerCfg) -> torch.optim.Optimizer:
-    """The recipe's optimizer over the model's trainable parameters."""
-    groups = decay_groups(gm, tg, cfg.weight_decay)
+def finetune_groups(gm: fx.GraphModule, tg: TypedGraph, cfg: OptimizerCfg, loaded: LoadedRecipe) -> list[dict[str, Any]]:
+    """Param groups by the recipe's ``param_groups`` x ``unfreeze`` x decay; a glob matching nothing is an error at its line."""
+    r = loaded.recipe
+    named = [(n, p) for n, p in gm.named_parameters() if p.requires_grad]
+    errors = Collector()
+    globs = [("param_groups", i, g.match) for i, g in enumerate(r.param_groups)] + [("unfreeze", i, u.match) for i, u in enumerate(r.unfreeze)]
+    for field, i, glob in globs:
+        if not any(fnmatchcase(n, glob) for n, _ in named):
+            errors.error(f"{loaded.where(field, i, 'match')}: '{glob}' matches no trainable parameter"
+                         f"{did_you_mean(glob, sorted({n.rsplit('.', 1)[0] + '.*' for n, _ in named}))}",
+                         loaded.pos(field, i, "match"))
+    errors.raise_if_any(SpecError)
+    groups: dict[tuple[int, int, bool], dict[str, Any]] = {}
+    for name, p in named:
+        g = next((i for i, pg in enumerate(r.param_groups) if fnmatchcase(name, pg.match)), -1)
+        at = next((u.at_step for u in r.unfreeze if fnmatchcase(name, u.match)), 0)
+        decays = not (p.ndim < 2 or _reads_ids(tg, name.rsplit(".", 1)[0]))
+        key = (g, at, decays)
+        if key not in groups:
+            pg = r.param_groups[g] if g >= 0 else None
+            wd = (pg.weight_decay if pg and pg.weight_decay is not None else cfg.weight_decay) if decays else 0.0
+            label = (pg.match if pg else "*") + (f" (frozen until step {at})" if at else "") + ("" if decays else " (no decay)")
+            groups[key] = {"params": [], "weight_decay": wd, "lr_scale": pg.lr_scale if pg else 1.0, "unfreeze_at": at, "name": label}
+        groups[key]["params"].append(p)
+    return list(groups.values())
+
+
+def make_optimizer(gm: fx.GraphModule, tg: TypedGraph, cfg: OptimizerCfg, loaded: LoadedRecipe | None = None) -> torch.optim.Optimizer:
+    """The recipe's optimizer over the model's trainable parameters (fine-tuning groups when the recipe has them)."""
+    r = loaded.recipe if loaded is not None else None
+    if loaded is not None and r is not None and (r.param_groups or r.unfreeze):
+        groups = finetune_groups(gm, tg, cfg, loaded)
+    else:
+        groups = decay_groups(gm, tg, cfg.weight_decay)
     if cfg.type == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     cls = torch.optim.AdamW if cfg.type == "adamw" else torch.optim.Adam
@@ -75,9 +114,13 @@ class Schedule:
         return self.scale  # constant (scale stays 1) or plateau
 
     def apply(self, opt: torch.optim.Optimizer, step: int) -> float:
+        """Set each group's lr for ``step`` (x its ``lr_scale``) and (un)freeze it by its ``unfreeze_at``."""
         lr = self.base_lr * self.factor(step)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+            if g.get("unfreeze_at", 0):
+                for p in g["params"]:
+                    p.requires_grad_(step >= g["unfreeze_at"])
         return lr
 
     def observe(self, val_loss: float) -> None:

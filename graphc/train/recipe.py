@@ -121,6 +121,22 @@ class LoraCfg(_Strict):
     trainable: list[str] = Field([], description="glob patterns of parameters that stay trainable too (e.g. 'head.*')")
 
 
+class ParamGroupCfg(_Strict):
+    """Discriminative learning rates: parameters whose node path matches ``match`` (a glob,
+    e.g. ``body.*``) train at ``lr_scale`` x the schedule's lr, with their own weight decay."""
+
+    match: str = Field(description="glob over parameter paths (node path + parameter), e.g. 'body.*'")
+    lr_scale: float = Field(1.0, ge=0.0, description="multiplies the scheduled learning rate")
+    weight_decay: float | None = Field(None, ge=0.0, description="default: the optimizer's (never on norms, biases, embeddings)")
+
+
+class UnfreezeCfg(_Strict):
+    """Gradual unfreezing: parameters matching ``match`` stay frozen until optimizer step ``at_step``."""
+
+    at_step: int = Field(ge=0, description="the first optimizer step that updates them")
+    match: str = Field(description="glob over parameter paths, e.g. 'body.11.*'")
+
+
 class Recipe(_Strict):
     """The whole recipe; ``epochs`` or ``steps`` says how long to train."""
 
@@ -147,11 +163,15 @@ class Recipe(_Strict):
     best_metric: str = Field("val_loss", description="metrics.csv column that decides best.safetensors")
     best_mode: Literal["min", "max"] = "min"
     lora: LoraCfg | None = Field(None, description="fine-tune with LoRA adapters (merged into the saved weights)")
+    param_groups: list[ParamGroupCfg] = Field([], description="per-glob lr scale and weight decay (first match wins)")
+    unfreeze: list[UnfreezeCfg] = Field([], description="parameters frozen until a step (gradual unfreezing)")
 
     @model_validator(mode="after")
     def _length(self) -> Recipe:
         if (self.epochs is None) == (self.steps is None):
             raise ValueError("give exactly one of 'epochs' or 'steps'")
+        if self.unfreeze and self.lora is not None:
+            raise ValueError("'unfreeze' and 'lora' do not combine (LoRA freezes the base weights; list them in lora.trainable)")
         return self
 
     @property
