@@ -311,5 +311,11 @@ def test_verify_checks_a_quantized_model_against_its_recorded_budget(spiky: tupl
     r = run_cli("verify", str(out / "model.onnx"), "--spec", str(spec), "--weights", str(weights))
     assert r.code == 0, r.err
     assert "quantize int8-dynamic: PASSED (budget: every output SNR >= 30 dB); kept fp32: fc2" in r.out
-    r = run_cli("verify", str(out / "model.onnx"), "--spec", str(spec))  # not the weights it was compiled with
-    assert r.code == 3 and "first node under 30 dB: 'fc2'" in r.err and "Traceback" not in r.err
+    model = onnx.load(str(out / "model.onnx"))  # a stricter budget than the file meets
+    for p in model.metadata_props:
+        if p.key == "graphc.quantization":
+            p.value = json.dumps({**json.loads(p.value), "min_snr_db": 60.0})
+    onnx.save(model, str(out / "model.onnx"))
+    r = run_cli("verify", str(out / "model.onnx"), "--spec", str(spec), "--weights", str(weights))
+    assert r.code == 3 and "output 'y' is outside the budget" in r.err and "first node under 60 dB: 'fc1'" in r.err
+    assert "Traceback" not in r.err
