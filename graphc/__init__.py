@@ -9,8 +9,7 @@ from graphc.api import build, check, example_inputs, summary
 from graphc.errors import GraphcError
 from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
 from graphc.spec.load import load_spec
-
-__version__ = "0.1.0"
+from graphc.version import __version__
 
 _LAZY = {  # imported on first use, so ``import graphc`` does not import onnx
     "export_onnx": "graphc.export.api",
@@ -18,6 +17,9 @@ _LAZY = {  # imported on first use, so ``import graphc`` does not import onnx
     "compile": "graphc.export.api",
     "load_weights": "graphc.export.weights",
     "save_weights": "graphc.export.weights",
+    "predict": "graphc.use.predict",  # onnxruntime on a compile folder: no torch
+    "evaluate": "graphc.use.evaluate",
+    "generate": "graphc.use.generate",
 }
 
 
@@ -40,11 +42,14 @@ __all__ = [
     "build",
     "check",
     "compile",
+    "evaluate",
     "example_inputs",
     "export_onnx",
+    "generate",
     "load_spec",
     "load_weights",
     "op",
+    "predict",
     "save_weights",
     "summary",
     "verify_onnx",

@@ -5,8 +5,16 @@ failed.  Bad input prints compiler-style ``FILE:LINE:COL: error: ...`` lines and
 never a traceback (``--debug`` shows one).
 
 Commands live next to what they drive: this file has the spec-level ones (check, summary,
-graph, schema); ``graphc.export.commands`` and ``graphc.train.commands`` add theirs through
-the same ``register(subparsers)`` hook.
+graph, schema); each module in :data:`COMMAND_MODULES` adds its own through one hook::
+
+    def register(sub, add_spec_args) -> None:
+        p = sub.add_parser("NAME", help="...")
+        add_spec_args(p)              # SPEC and --set KEY=VALUE, as every spec command has
+        p.set_defaults(handler=run)   # run(args: argparse.Namespace) -> int (the exit code)
+
+``sub`` is the parser's subparsers action; everything else a command needs is handed to it
+here, so no command module imports this one (imports point down: tests/test_architecture.py).
+Handlers import their heavy dependencies (torch, onnx) lazily.
 """
 
 from __future__ import annotations
@@ -16,14 +24,13 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from graphc.errors import Diagnostic, GraphcError, Pos
+from graphc.outputs import emit_text, ends_with_marker, is_graphc_schema
 
-COMMAND_MODULES = ("graphc.export.commands", "graphc.train.commands", "graphc.weights.commands")
-
-Handler = Callable[[argparse.Namespace], int]
+COMMAND_MODULES = ("graphc.export.commands", "graphc.train.commands", "graphc.weights.commands", "graphc.use.commands")
 
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -95,42 +102,7 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _emit(text: str, output: str | None, force: bool = False, marker: str = "", is_ours: Any = None, what: str = "output") -> int:
-    """Write ``text`` to stdout, or to ``output`` under graphc's output rules (graphc.outputs):
-    a new file, graphc's own previous one (``is_ours``), any file with ``force``, or into a
-    device/FIFO.  ``marker`` (a comment line) is appended to files so a re-run recognises them."""
-    if output:
-        from graphc.outputs import check_file, write_file
-
-        write_file(check_file(output, force, is_ours, what), (text + marker).encode("utf-8"))
-        print(f"wrote {output}")
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
 GRAPH_MARKERS = {"mermaid": "%% written by graphc graph\n", "dot": "// written by graphc graph\n"}
-SCHEMA_ID = "https://graphc.dev/schema/"
-
-
-def _ends_with(marker: str) -> Any:
-    """An ``is_ours`` check: the file's last line is graphc's marker comment."""
-
-    def check(path: Any) -> bool:
-        with open(path, "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - len(marker.encode())))
-            return f.read() == marker.encode()
-
-    return check
-
-
-def _is_graphc_schema(path: Any) -> bool:
-    """A JSON Schema graphc wrote: its ``$id`` is graphc's (read with a size cap)."""
-    from graphc.outputs import READ_CAP
-
-    with open(path, "rb") as f:
-        data = json.loads(f.read(READ_CAP * 16))
-    return isinstance(data, dict) and str(data.get("$id", "")).startswith(SCHEMA_ID)
 
 
 def _graph(args: argparse.Namespace) -> int:
@@ -140,13 +112,13 @@ def _graph(args: argparse.Namespace) -> int:
     tg = graphc.check(args.spec, args.overrides)
     text = to_mermaid(tg) if args.format == "mermaid" else to_dot(tg)
     marker = GRAPH_MARKERS[args.format]
-    return _emit(text, args.output, args.force, marker, _ends_with(marker), "graph file")
+    return emit_text(text, args.output, args.force, marker, ends_with_marker(marker), "graph file")
 
 
 def _schema(args: argparse.Namespace) -> int:
     from graphc.spec.schema import spec_schema
 
-    return _emit(json.dumps(spec_schema(), indent=2) + "\n", args.output, args.force, is_ours=_is_graphc_schema, what="schema file")
+    return emit_text(json.dumps(spec_schema(), indent=2) + "\n", args.output, args.force, is_ours=is_graphc_schema, what="schema file")
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:
@@ -185,12 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_schema)
 
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        importlib.import_module(name).register(sub, add_spec_args)
     return parser
 
 
 def _version() -> str:
-    from graphc import __version__
+    from graphc.version import __version__
 
     return __version__
 

@@ -29,10 +29,12 @@ import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from graphc.errors import GraphcError
 
@@ -42,7 +44,7 @@ MARKER_KEY = "graphc_output"
 # removes there (plus those a previous graphc manifest of the same kind lists).
 FOLDER_FILES: dict[str, tuple[str, ...]] = {
     "compile": ("model.py", "weights.safetensors", "model.onnx", "verify.json", "summary.json", MANIFEST),
-    "run": ("checkpoints", "best.safetensors", "metrics.csv", "results.json", "curves.png", "tb", MANIFEST),
+    "run": ("checkpoints", "best.safetensors", "metrics.csv", "results.json", "curves.png", "tb", "weights_plan.json", MANIFEST),
 }
 READ_CAP = 1 << 20  # bytes read of an existing manifest or text file to recognise it
 
@@ -362,3 +364,39 @@ def write_file(target: Target, data: bytes) -> None:
     """Write ``data`` as the output ``target`` (see :func:`file_output`)."""
     with file_output(target) as path:
         path.write_bytes(data)
+
+
+# --- text outputs (graph, schema) ------------------------------------------------------------
+
+
+def emit_text(text: str, output: str | None, force: bool = False, marker: str = "", is_ours: Any = None, what: str = "output") -> int:
+    """Write ``text`` to stdout, or to ``output`` under graphc's output rules (graphc.outputs):
+    a new file, graphc's own previous one (``is_ours``), any file with ``force``, or into a
+    device/FIFO.  ``marker`` (a comment line) is appended to files so a re-run recognises them."""
+    if output:
+        write_file(check_file(output, force, is_ours, what), (text + marker).encode("utf-8"))
+        print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+SCHEMA_ID = "https://graphc.dev/schema/"  # the `$id` prefix of every JSON Schema graphc writes
+
+
+def ends_with_marker(marker: str) -> Any:
+    """An ``is_ours`` check: the file's last line is graphc's marker comment."""
+
+    def check(path: Any) -> bool:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - len(marker.encode())))
+            return f.read() == marker.encode()
+
+    return check
+
+
+def is_graphc_schema(path: Any) -> bool:
+    """A JSON Schema graphc wrote: its ``$id`` is graphc's (read with a size cap)."""
+    with open(path, "rb") as f:
+        data = json.loads(f.read(READ_CAP * 16))
+    return isinstance(data, dict) and str(data.get("$id", "")).startswith(SCHEMA_ID)

@@ -3,9 +3,10 @@
 A dimension is an ``int`` or a :class:`Sym`: an integer polynomial over named symbols
 (``B``, ``T``, ``2*T + 1``).  Polynomials keep ``B*T`` and ``T + T`` exact, so flatten,
 concat, reshape and broadcasting can be checked symbolically; an operation that leaves the
-polynomials (``(H - 3) // 2`` for a strided conv) becomes an opaque atom that still prints
-readably and compares equal to itself.  Each symbol has example values, so FLOPs and memory
-can be estimated at concrete sizes.
+polynomials (``(H - 3) // 2`` for a strided conv) becomes an opaque atom, a :class:`FloorDiv`
+or :class:`Mod` node kept inside the polynomial (as tinygrad keeps them): it prints readably,
+compares equal to itself and evaluates itself, so this module needs no expression parser.
+Each symbol has example values, so FLOPs and memory can be estimated at concrete sizes.
 """
 
 from __future__ import annotations
@@ -13,9 +14,59 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import ClassVar, Union
 
-Monomial = tuple[str, ...]  # sorted symbol names, repeated for powers
+
+@dataclass(frozen=True)
+class Opaque:
+    """An atom that is not a symbol: ``num OP den`` that the polynomials cannot simplify."""
+
+    num: Dim
+    den: Dim
+
+    symbol: ClassVar[str] = "?"
+
+    def evaluate(self, values: Mapping[str, int]) -> int:
+        num, den = dim_value(self.num, values), dim_value(self.den, values)
+        if den == 0:
+            raise ValueError(f"division by zero in the dim {self}")
+        return self.apply(num, den)
+
+    @staticmethod
+    def apply(num: int, den: int) -> int:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return f"({_paren(self.num)}{self.symbol}{_paren(self.den)})"
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+@dataclass(frozen=True, repr=False)
+class FloorDiv(Opaque):
+    """``num // den`` (Python's floor division), printed ``(num//den)``."""
+
+    symbol: ClassVar[str] = "//"
+
+    @staticmethod
+    def apply(num: int, den: int) -> int:
+        return num // den
+
+
+@dataclass(frozen=True, repr=False)
+class Mod(Opaque):
+    """``num % den`` (Python's modulo, the sign of ``den``), printed ``(num%den)``."""
+
+    symbol: ClassVar[str] = "%"
+
+    @staticmethod
+    def apply(num: int, den: int) -> int:
+        return num % den
+
+
+Atom = Union[str, Opaque]  # noqa: UP007 - a symbol name, or an opaque // or % node
+Monomial = tuple[Atom, ...]  # atoms sorted by their text, repeated for powers
 
 
 class Sym:
@@ -32,6 +83,10 @@ class Sym:
         return Sym({(name,): 1})
 
     @staticmethod
+    def atom(a: Atom) -> Sym:
+        return Sym({(a,): 1})
+
+    @staticmethod
     def make(terms: Mapping[Monomial, int]) -> Dim:
         s = Sym(terms)
         if not s.terms:
@@ -41,7 +96,11 @@ class Sym:
         return s
 
     def symbols(self) -> set[str]:
-        return {name for m in self.terms for name in m}
+        """The atoms' texts: symbol names, and opaque atoms as printed (``(H//2)``)."""
+        return {str(a) for a in self.atoms()}
+
+    def atoms(self) -> set[Atom]:
+        return {a for m in self.terms for a in m}
 
     def __add__(self, other: Dim) -> Dim:
         o = _terms(other)
@@ -65,7 +124,7 @@ class Sym:
         out: dict[Monomial, int] = {}
         for m1, c1 in self.terms.items():
             for m2, c2 in _terms(other).items():
-                m = tuple(sorted(m1 + m2))
+                m = _monomial(m1 + m2)
                 out[m] = out.get(m, 0) + c1 * c2
         return Sym.make(out)
 
@@ -81,12 +140,12 @@ class Sym:
                 for s in m2:
                     rest.remove(s)
                 return Sym.make({tuple(rest): c1 // c2})
-        return Sym.var(f"({_paren(self)}//{_paren(other)})")
+        return Sym.atom(FloorDiv(self, other))
 
     def __mod__(self, other: Dim) -> Dim:
         if isinstance(other, int) and other != 0 and all(c % other == 0 for c in self.terms.values()):
             return 0
-        return Sym.var(f"({_paren(self)}%{_paren(other)})")
+        return Sym.atom(Mod(self, other))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Sym):
@@ -103,8 +162,8 @@ class Sym:
         total = 0
         for m, c in self.terms.items():
             v = c
-            for name in m:
-                v *= _atom_value(name, values)
+            for a in m:
+                v *= values[a] if isinstance(a, str) else a.evaluate(values)
             total += v
         return total
 
@@ -113,8 +172,8 @@ class Sym:
 
     def __str__(self) -> str:
         parts = []
-        for m, c in sorted(self.terms.items(), key=lambda t: (-len(t[0]), t[0])):
-            body = "*".join(m)
+        for m, c in sorted(self.terms.items(), key=lambda t: (-len(t[0]), tuple(map(str, t[0])))):
+            body = "*".join(map(str, m))
             if not body:
                 parts.append(str(c))
             elif c == 1:
@@ -129,6 +188,14 @@ class Sym:
 Dim = Union[int, Sym]  # noqa: UP007 - used at runtime in isinstance-free aliases
 
 
+def _monomial(atoms: tuple[Atom, ...]) -> Monomial:
+    """Atoms in canonical order: by their text (names compare directly, the common case)."""
+    try:
+        return tuple(sorted(atoms))  # type: ignore[type-var]  # all symbol names
+    except TypeError:  # an opaque atom: those do not compare with names or each other
+        return tuple(sorted(atoms, key=str))
+
+
 def _terms(d: Dim) -> dict[Monomial, int]:
     return d.terms if isinstance(d, Sym) else {(): int(d)}
 
@@ -136,16 +203,6 @@ def _terms(d: Dim) -> dict[Monomial, int]:
 def _paren(d: Dim) -> str:
     s = str(d)
     return s if isinstance(d, int) or len(_terms(d)) == 1 else f"({s})"
-
-
-def _atom_value(name: str, values: Mapping[str, int]) -> int:
-    if name in values:
-        return values[name]
-    if name.startswith("("):  # an opaque atom such as "(H - 3)//2": evaluate its text
-        from graphc.spec.expr import evaluate
-
-        return int(evaluate(name, values))
-    raise KeyError(name)
 
 
 def dim_value(d: Dim, values: Mapping[str, int]) -> int:

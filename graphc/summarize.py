@@ -8,10 +8,10 @@ inputs' example sizes (a multiply-add is 2 FLOPs).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from math import prod
 from typing import Any
 
 from graphc.graph.infer import TypedGraph
-from graphc.ops.common import prod
 from graphc.shapes import DTYPE_BYTES
 
 
@@ -95,7 +95,7 @@ def summarize(tg: TypedGraph) -> Summary:
         buffers += sum(prod(s) for s in node.args.buffers(*tg.in_types(node)).values())  # type: ignore[arg-type]
         act_bytes += sum(prod(o) * DTYPE_BYTES[t.dtype] for o, t in zip(outs, outs_t, strict=True))
         train = 0 if node.freeze else count
-        rows.append(NodeSummary(name, node.op_name, " ".join(str(t) for t in outs_t), count, train, f, node.op.doc))
+        rows.append(NodeSummary(name, node.op_name, " ".join(str(t) for t in outs_t), count, train, f, node.doc))
         total += count
         trainable += train
         flops += f

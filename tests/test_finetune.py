@@ -99,7 +99,7 @@ def test_groups_lr_and_unfreezing_step_by_step(setup: Path) -> None:
     gm = t.gm  # type: ignore[attr-defined]
     for k in ("body.0.fc.weight", "body.1.fc.bias"):
         assert torch.equal(gm.state_dict()[k], pre[k]), "the backbone starts from the checkpoint"
-    assert json.loads((setup / "run" / gw.PLAN_FILE).read_text())["counts"]["new"] == 2
+    assert t.init_plan.to_json()["counts"]["new"] == 2  # type: ignore[attr-defined]  # written to the run folder once run() claims it
     groups = {g["name"]: g for g in t.opt.param_groups}  # type: ignore[attr-defined]
     assert set(groups) >= {"body.*", "body.* (no decay)", "body.* (frozen until step 60)", "head.*"}
     assert groups["head.*"]["weight_decay"] == 0.0 and groups["body.*"]["weight_decay"] == 0.01
@@ -151,6 +151,7 @@ def test_kill_9_then_resume_keeps_groups_and_unfreezing(setup: Path) -> None:
     r = run_cli(*args, "-o", str(killed), "--resume")
     assert r.code == 0, r.err
     assert _read(killed / "metrics.csv") == _read(full / "metrics.csv")
+    assert json.loads((full / gw.PLAN_FILE).read_text())["counts"]["new"] == 2, "a partial --init records its plan in the run folder"
     from safetensors.torch import load_file
 
     a, b = load_file(str(killed / "best.safetensors")), load_file(str(full / "best.safetensors"))

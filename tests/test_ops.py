@@ -15,7 +15,7 @@ import torch
 
 import graphc
 from graphc.ops import REGISTRY, Example
-from graphc.spec.expand import Ref
+from graphc.spec.ir import Ref
 
 CASES = [(name, ex) for name, d in sorted(REGISTRY.items()) for ex in d.cls.examples]
 IDS = [f"{name}-{ex.id or i}" for name, d in sorted(REGISTRY.items()) for i, ex in enumerate(d.cls.examples)]

@@ -13,8 +13,8 @@ from conftest import ROOT
 
 import graphc
 from graphc.errors import GraphcError, SpecError
-from graphc.spec.expand import Ref
 from graphc.spec.expr import ExprError, evaluate, substitute
+from graphc.spec.ir import Ref
 
 HEAD = "graphc: 1\nname: t\ninputs:\n  x: {shape: [B, 8]}\n"
 

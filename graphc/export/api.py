@@ -185,15 +185,16 @@ def manifest(tg: Any, exp: ExportResult) -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    import graphc
+    from graphc.version import __version__
 
     spec = tg.flat.spec
     return {
         "spec": {"name": spec.name, "file": str(spec.file), "sha256": spec.sha256,
-                 "overrides": list(spec.overrides) if spec.overrides else []},
-        "versions": {"graphc": graphc.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                 "overrides": [f"{k}={v}" for k, v in spec.overrides.items()]},
+        "versions": {"graphc": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, "opset": exp.opset},
-        "inputs": {n: {"shape": list(i.shape), "dtype": i.dtype} for n, i in spec.doc.inputs.items()},
+        "inputs": {n: {"shape": list(i.shape), "dtype": i.dtype, "range": list(i.range) if i.range is not None else None}
+                   for n, i in spec.doc.inputs.items()},
         "outputs": {n: {"shape": [str(d) if not isinstance(d, int) else d for d in t.shape], "dtype": t.dtype}
                     for n, t in tg.output_types().items()},
         "dims": {d: {"example": tg.example[d], "range": list(exp.dims.get(d, (1, None)))} for d in tg.example},

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 from graphc.weights.commands import add_transfer_args, weight_source
@@ -64,10 +65,8 @@ def _opset_arg(p: argparse.ArgumentParser) -> None:
                    help="ONNX opset, 18 up to the installed torch's maximum (default: the exporter's)")
 
 
-def register(sub: Any) -> None:
+def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``export``, ``verify`` and ``compile`` to the ``graphc`` parser."""
-    from graphc.cli import add_spec_args
-
     p = sub.add_parser("export", help="export to ONNX and verify it in onnxruntime")
     add_spec_args(p)
     _weights_arg(p)

@@ -179,11 +179,11 @@ def _node_inputs(node: onnx.NodeProto) -> set[str]:
 
 def metadata(tg: TypedGraph, ranges: dict[str, tuple[int, int]]) -> dict[str, str]:
     """The graphc version, spec name and sha256 and the proven dim ranges."""
-    import graphc
+    from graphc.version import __version__
 
     spec = tg.flat.spec
     return {
-        "graphc.version": graphc.__version__,
+        "graphc.version": __version__,
         "graphc.spec_name": spec.name,
         "graphc.spec_sha256": spec.sha256,
         "graphc.overrides": json.dumps({k: str(v) for k, v in spec.overrides.items()}),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import networkx as nx
 
 from graphc.errors import Collector, GraphError, merge_copies, scope_label
-from graphc.spec.expand import FlatSpec
+from graphc.spec.ir import FlatSpec
 
 
 def build_graph(flat: FlatSpec) -> nx.DiGraph:

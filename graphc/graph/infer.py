@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from graphc.errors import Collector, ShapeError, scope_label
+from graphc.errors import Collector, ShapeError
 from graphc.graph.build import build_graph, topo_order
 from graphc.ops.registry import Facts, OpError
 from graphc.shapes import Dim, Sym, TensorType, parse_dim
-from graphc.spec.expand import FlatNode, FlatSpec, Ref
+from graphc.spec.ir import FlatNode, FlatSpec, Ref, at
 
 
 @dataclass
@@ -51,7 +51,7 @@ class TypedGraph:
 
 def where(node: FlatNode) -> str:
     """A node's spec path for messages: ``nodes.fc1``, or ``blocks.mlp.nodes.fc (in body.1)``."""
-    return f"{node.path}{scope_label(node.scope)}" if node.scope else node.path
+    return at(node.path, node.scope)
 
 
 def input_types(flat: FlatSpec) -> tuple[dict[str, TensorType], dict[str, int]]:

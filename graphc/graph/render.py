@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from graphc.graph.infer import TypedGraph
-from graphc.spec.expand import FlatNode, Instance
+from graphc.spec.ir import FlatNode, Instance
 
 
 def _id(name: str) -> str:

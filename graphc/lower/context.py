@@ -3,7 +3,9 @@
 An op lowers by writing ordinary torch code on :class:`torch.fx.Proxy` inputs
 (``torch.add(a, b)``, ``x.view(...)``), and by calling :meth:`LowerCtx.module` for layers with
 parameters.  The constructor and its arguments are recorded, so ``graphc compile`` can write
-the same module as standalone source (``model.py``).
+the same module as standalone source (``model.py``).  :class:`LowerCtx` implements the
+:class:`graphc.ops.context.LowerContext` protocol that the ops are typed against (the ops sit
+below lowering, so they name what they use instead of importing this module).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class ModuleRecord:
 
 @dataclass
 class LowerCtx:
-    """Per-node lowering context."""
+    """Per-node lowering context (a :class:`~graphc.ops.context.LowerContext`)."""
 
     tracer: fx.proxy.GraphAppendingTracer
     root: nn.Module

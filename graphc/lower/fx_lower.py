@@ -25,7 +25,7 @@ from graphc.graph.infer import TypedGraph
 from graphc.lower.context import LowerCtx, ModuleRecord
 from graphc.lower.init import apply_init
 from graphc.ops.registry import OpError
-from graphc.spec.expand import FlatNode, Instance, Ref
+from graphc.spec.ir import FlatNode, Instance, Ref
 
 
 class BlockModule(fx.GraphModule):
@@ -164,7 +164,7 @@ class _ScopeLowering:
             self.lw.made[node.name] = ctx.made
             if ctx.record is not None:
                 self.lw.records[node.name] = ctx.record
-            apply_init(ctx.made, node.op.init, self.tg.flat.spec.doc.init, node.args.lookup_table)
+            apply_init(ctx.made, node.init, self.tg.flat.spec.doc.init, node.args.lookup_table)
         new_nodes = list(self.graph.nodes)[before:]
         self._rename(new_nodes, [o.node for o in outs], local, node.outputs)
         for i, o in enumerate(outs):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import prod
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from graphc.ops.common import need_float, norm_dim, prod
+from graphc.ops.common import need_float, norm_dim
+from graphc.ops.context import LowerContext
 from graphc.ops.lazy import F, torch
 from graphc.ops.registry import Example, Onnx, OpArgs, op
 from graphc.shapes import TensorType
@@ -34,7 +36,7 @@ class Relu(_Elementwise):
 
     onnx: ClassVar[Onnx] = Onnx(("Relu",))
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return torch.relu(x)
 
 
@@ -47,7 +49,7 @@ class Gelu(_Elementwise):
     approximate: Literal["none", "tanh"] = "none"
     cost: ClassVar[int] = 8
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return F.gelu(x, approximate=self.approximate)
 
 
@@ -58,7 +60,7 @@ class Silu(_Elementwise):
     onnx: ClassVar[Onnx] = Onnx(("Sigmoid", "Mul"))
     cost: ClassVar[int] = 4
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return F.silu(x)
 
 
@@ -68,7 +70,7 @@ class Tanh(_Elementwise):
 
     onnx: ClassVar[Onnx] = Onnx(("Tanh",))
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return torch.tanh(x)
 
 
@@ -78,7 +80,7 @@ class Sigmoid(_Elementwise):
 
     onnx: ClassVar[Onnx] = Onnx(("Sigmoid",))
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return torch.sigmoid(x)
 
 
@@ -88,7 +90,7 @@ class Relu6(_Elementwise):
 
     onnx: ClassVar[Onnx] = Onnx(("Clip",))
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return F.relu6(x)
 
 
@@ -99,7 +101,7 @@ class LeakyRelu(_Elementwise):
     onnx: ClassVar[Onnx] = Onnx(("LeakyRelu",))
     slope: float = Field(0.01, ge=0)
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return F.leaky_relu(x, self.slope)
 
 
@@ -119,7 +121,7 @@ class Softmax(_SoftmaxBase):
 
     onnx: ClassVar[Onnx] = Onnx(("Softmax",))
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return torch.softmax(x, self.dim)
 
 
@@ -129,5 +131,5 @@ class LogSoftmax(_SoftmaxBase):
 
     onnx: ClassVar[Onnx] = Onnx(("LogSoftmax",))
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return torch.log_softmax(x, self.dim)

@@ -9,11 +9,13 @@ one RoPE function: ``attention`` with ``rotary: true`` rotates q and k inside th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import prod
 from typing import Any, ClassVar
 
 from pydantic import Field, PositiveInt
 
-from graphc.ops.common import need_float, need_rank, prod
+from graphc.ops.common import in_type, need_float, need_rank
+from graphc.ops.context import LowerContext
 from graphc.ops.lazy import rt
 from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
 from graphc.shapes import TensorType
@@ -127,10 +129,10 @@ class Attention(OpArgs):
                 p[f"{name}.bias"] = (o,)
         return p
 
-    def lower(self, ctx: Any, query: Any, *rest: Any) -> Any:
+    def lower(self, ctx: LowerContext, query: Any, *rest: Any) -> Any:
         types = [*ctx.in_types, None, None, None, None][:5]
-        q_t, k_t, v_t = types[0], types[1], types[2]
-        dq, hd, kvh = self._dims(q_t)
+        k_t, v_t = types[1], types[2]
+        dq, hd, kvh = self._dims(in_type(ctx))
         dk = k_t.shape[-1] if k_t is not None else dq
         dv = v_t.shape[-1] if v_t is not None else dk
         mod = ctx.module(
@@ -182,7 +184,7 @@ class RotaryEmbedding(OpArgs):
             raise OpError(f"feature dim {d} must split into {self.heads} head(s) of even size")
         return x
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return ctx.module(rt.Rotary, self.heads, self.base)(x)
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from graphc.ops.context import LowerContext
 from graphc.ops.registry import OpError
-from graphc.shapes import Dim, TensorType
+from graphc.shapes import FLOAT_DTYPES, Dim, TensorType
+
+
+def in_type(ctx: LowerContext, i: int = 0) -> TensorType:
+    """The static type of input ``i`` in a lowering, which must be present (not an optional
+    input left out: those are ``None`` in ``ctx.in_types``)."""
+    t = ctx.in_types[i]
+    if t is None:
+        raise OpError(f"input {i} is missing")
+    return t
 
 
 def norm_dim(dim: int, rank: int, what: str = "dim") -> int:
@@ -41,7 +51,7 @@ def need_rank(t: TensorType, *ranks: int, what: str = "input") -> None:
 
 
 def need_float(t: TensorType, what: str = "input") -> None:
-    if t.dtype not in ("float32", "float16", "bfloat16", "float64"):
+    if t.dtype not in FLOAT_DTYPES:
         raise OpError(f"{what} must be a floating-point tensor, got {t.dtype}")
 
 
@@ -60,15 +70,12 @@ def plain(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def prod(values: Sequence[int]) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
-
-
-def window_out(size: Dim, kernel: int, stride: int, pad: int, dilation: int = 1, ceil: bool = False) -> Dim:
+def window_out(size: Dim, kernel: int, stride: int, pad: int, dilation: int = 1, ceil: bool = False,
+               *, subject: str = "", window: str = "") -> Dim:
     """Output length of a sliding window (conv/pool arithmetic), kept symbolic.
+
+    A window larger than the input is an error "SUBJECT is too small for WINDOW" (by default
+    ``input size N`` and ``a window of K``; conv names the whole input and kernel).
 
     ``ceil_mode`` rounds up, but torch drops a last window that would start in the right
     padding; that correction needs a known size unless ``stride <= dilation*(kernel-1) + 1 +
@@ -85,7 +92,7 @@ def window_out(size: Dim, kernel: int, stride: int, pad: int, dilation: int = 1,
         elif stride > dilation * (kernel - 1) + 1 + pad:
             raise OpError(f"ceil_mode with stride {stride} larger than the window needs a fixed size, got symbolic '{size}'")
     if isinstance(out, int) and out < 1:
-        raise OpError(f"input size {size} is too small for a window of {kernel} (output size {out})")
+        raise OpError(f"{subject or f'input size {size}'} is too small for {window or f'a window of {kernel}'} (output size {out})")
     return out
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from math import prod
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
-from graphc.ops.common import need_float, need_rank, plain, prod, tup
+from graphc.ops.common import in_type, need_float, need_rank, plain, tup, window_out
+from graphc.ops.context import LowerContext
 from graphc.ops.lazy import nn, rt
 from graphc.ops.registry import Example, Facts, Onnx, OpArgs, OpError, op
 from graphc.shapes import Dim, TensorType
@@ -44,8 +46,8 @@ class Linear(OpArgs):
         p: dict[str, tuple[int, ...]] = {"weight": (self.out, self.static(x.shape[-1], "in_features"))}
         return p | {"bias": (self.out,)} if self.bias else p
 
-    def lower(self, ctx: Any, x: Any) -> Any:
-        in_f = self.static(ctx.in_types[0].shape[-1], "in_features")
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
+        in_f = self.static(in_type(ctx).shape[-1], "in_features")
         return ctx.module(nn.Linear, in_f, self.out, bias=self.bias)(x)
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
@@ -96,10 +98,7 @@ class _ConvBase(OpArgs):
                 spatial.append(size)
                 continue
             p = 0 if self.padding == "valid" else self._t(self.padding)[i]  # type: ignore[arg-type]
-            out = (size + 2 * p - d[i] * (k[i] - 1) - 1) // s[i] + 1
-            if isinstance(out, int) and out < 1:
-                raise OpError(f"input {x} is too small for kernel {list(k)} (output size {out})")
-            spatial.append(out)
+            spatial.append(window_out(size, k[i], s[i], p, d[i], subject=f"input {x}", window=f"kernel {list(k)}"))
         return x.with_shape((x.shape[0], self.out, *spatial))
 
     def params(self, x: TensorType) -> dict[str, tuple[int, ...]]:
@@ -107,8 +106,8 @@ class _ConvBase(OpArgs):
         p = {"weight": (self.out, c // self.groups, *self._t(self.kernel))}
         return p | {"bias": (self.out,)} if self.bias else p
 
-    def lower(self, ctx: Any, x: Any) -> Any:
-        c = self.static(ctx.in_types[0].shape[1], "input channels")
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
+        c = self.static(in_type(ctx).shape[1], "input channels")
         ctor = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[self.ndim]
         pad = self.padding if isinstance(self.padding, str) else self._t(self.padding)
         return ctx.module(
@@ -174,8 +173,8 @@ class ConvTranspose2d(_ConvBase):
         p = {"weight": (c, self.out // self.groups, *self._t(self.kernel))}
         return p | {"bias": (self.out,)} if self.bias else p
 
-    def lower(self, ctx: Any, x: Any) -> Any:
-        c = self.static(ctx.in_types[0].shape[1], "input channels")
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
+        c = self.static(in_type(ctx).shape[1], "input channels")
         return ctx.module(
             nn.ConvTranspose2d, c, self.out, self._t(self.kernel), stride=self._t(self.stride),
             padding=self._pad(), output_padding=self._t(self.output_padding), groups=self.groups,
@@ -213,8 +212,8 @@ class BatchNorm(OpArgs):
         c = self.static(x.shape[1], "channels")
         return {"running_mean": (c,), "running_var": (c,), "num_batches_tracked": ()}
 
-    def lower(self, ctx: Any, x: Any) -> Any:
-        t = ctx.in_types[0]
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
+        t = in_type(ctx)
         ctor = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[t.rank]
         return ctx.module(ctor, t.shape[1], eps=self.eps, momentum=self.momentum, affine=self.affine)(x)
 
@@ -256,8 +255,8 @@ class LayerNorm(_LastDimNorm):
             return {}
         return {"weight": s, "bias": s} if self.bias else {"weight": s}
 
-    def lower(self, ctx: Any, x: Any) -> Any:
-        s = self._shape(ctx.in_types[0])
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
+        s = self._shape(in_type(ctx))
         return ctx.module(nn.LayerNorm, s, eps=self.eps, elementwise_affine=self.affine, bias=self.bias)(x)
 
 
@@ -272,8 +271,8 @@ class RMSNorm(_LastDimNorm):
     def params(self, x: TensorType) -> dict[str, tuple[int, ...]]:
         return {"weight": self._shape(x)} if self.affine else {}
 
-    def lower(self, ctx: Any, x: Any) -> Any:
-        s = self._shape(ctx.in_types[0])
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
+        s = self._shape(in_type(ctx))
         return ctx.module(nn.RMSNorm, s, eps=self.eps, elementwise_affine=self.affine)(x)
 
 
@@ -301,8 +300,8 @@ class GroupNorm(OpArgs):
         c = self.static(x.shape[1], "channels")
         return {"weight": (c,), "bias": (c,)} if self.affine else {}
 
-    def lower(self, ctx: Any, x: Any) -> Any:
-        c = ctx.in_types[0].shape[1]
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
+        c = in_type(ctx).shape[1]
         return ctx.module(nn.GroupNorm, self.groups, c, eps=self.eps, affine=self.affine)(x)
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
@@ -321,7 +320,7 @@ class Dropout(OpArgs):
     def infer(self, x: TensorType) -> TensorType:
         return x
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return ctx.module(nn.Dropout, self.p)(x)
 
 
@@ -360,7 +359,7 @@ class Embedding(OpArgs):
     def params(self, x: TensorType) -> dict[str, tuple[int, ...]]:
         return {"weight": (self.num, self.dim)}
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return ctx.module(nn.Embedding, self.num, self.dim, padding_idx=self.padding_idx)(x)
 
 
@@ -405,5 +404,5 @@ class PositionEmbedding(OpArgs):
     def buffers(self, x: TensorType) -> dict[str, tuple[int, ...]]:
         return {"table": (self.max_len, self.dim)} if self.kind == "sinusoidal" else {}
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return ctx.module(rt.PositionEmbedding, self.max_len, self.dim, self.kind, self.axis)(x)

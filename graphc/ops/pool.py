@@ -7,11 +7,13 @@ They share conv arithmetic (:func:`~graphc.ops.common.window_out`) and accept
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import prod
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from graphc.ops.common import need_float, prod, spatial_rank, tup, window_out
+from graphc.ops.common import in_type, need_float, spatial_rank, tup, window_out
+from graphc.ops.context import LowerContext
 from graphc.ops.lazy import F
 from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
 from graphc.shapes import Dim, TensorType
@@ -70,7 +72,7 @@ class _MaxPool(_Pool):
     def _dilation(self) -> tuple[int, ...]:
         return _n(self.dilation, self.ndim, "dilation")
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         k, s, p = self._k()
         fn = F.max_pool1d if self.ndim == 1 else F.max_pool2d
         return fn(x, k, s, p, self._dilation(), ceil_mode=self.ceil_mode)
@@ -80,7 +82,7 @@ class _AvgPool(_Pool):
     onnx: ClassVar[Onnx] = Onnx(("AveragePool",))
     count_include_pad: bool = Field(True, description="padding zeros count in the average")
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         k, s, p = self._k()
         fn = F.avg_pool1d if self.ndim == 1 else F.avg_pool2d
         return fn(x, k, s, p, ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
@@ -143,7 +145,7 @@ class _Adaptive(OpArgs):
             raise OpError(f"size {list(out)} must be positive")
         return x.with_shape((*x.shape[: x.rank - self.ndim], *out))
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return getattr(F, self.fn)(x, _n(self.size, self.ndim, "size"))
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
@@ -246,8 +248,8 @@ class Upsample(OpArgs):
             raise OpError(f"scale needs {nd} value(s), got {scales}")
         return x.with_shape((*lead, *(self._resized(n, float(s)) for n, s in zip(x.shape[2:], scales, strict=True))))  # type: ignore[arg-type]
 
-    def lower(self, ctx: Any, x: Any) -> Any:
-        nd = self._ndim(ctx.in_types[0])
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
+        nd = self._ndim(in_type(ctx))
         if self.size is not None:
             return F.interpolate(x, size=_n(self.size, nd, "size"), mode=self.mode, align_corners=self.align_corners)
         scale = tuple(float(s) for s in self.scale) if isinstance(self.scale, list) else float(self.scale)  # type: ignore[arg-type]
@@ -295,7 +297,7 @@ class Pad(OpArgs):
             shape[x.rank - 1 - i] = n + before + after
         return x.with_shape(shape)
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         if self.mode == "constant":
             return F.pad(x, tuple(self.pad), mode="constant", value=self.value)
         return F.pad(x, tuple(self.pad), mode=self.mode)

@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field, PositiveInt
 
-from graphc.ops.common import need_float, need_rank
+from graphc.ops.common import in_type, need_float, need_rank
+from graphc.ops.context import LowerContext
 from graphc.ops.lazy import nn
 from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
 from graphc.shapes import TensorType
@@ -75,8 +76,8 @@ class _Recurrent(OpArgs):
                     p[f"bias_hh_l{layer}{sfx}"] = (g,)
         return p
 
-    def lower(self, ctx: Any, x: Any, *state: Any) -> Any:
-        feat = self.static(ctx.in_types[0].shape[2], "the input's feature dim")
+    def lower(self, ctx: LowerContext, x: Any, *state: Any) -> Any:
+        feat = self.static(in_type(ctx).shape[2], "the input's feature dim")
         mod = ctx.module(
             getattr(nn, self.ctor), feat, self.hidden, num_layers=self.layers, bias=self.bias,
             batch_first=True, dropout=self.dropout, bidirectional=self.bidirectional,

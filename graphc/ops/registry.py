@@ -6,6 +6,7 @@ everything else about it, so nothing op-specific lives outside its class:
 * ``infer(*inputs)``: the shape rule, on :class:`~graphc.shapes.TensorType` s (no torch);
 * ``params(*inputs)``: parameter names and shapes, for counting without allocating;
 * ``lower(ctx, *inputs)``: the torch code, written on fx proxies (imports torch lazily);
+  ``ctx`` is a :class:`~graphc.ops.context.LowerContext`;
 * ``flops(ins, outs)``: multiply-adds x2 at concrete example shapes;
 * class attributes: ``inputs`` (input names; ``?`` optional, ``*`` variadic), ``family``,
   ``onnx`` (expected ONNX ops and tolerance) and ``examples`` (rows of the op test table).
@@ -21,15 +22,13 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Strict
 from pydantic_core import PydanticCustomError
 
+from graphc.ops.context import LowerContext
 from graphc.shapes import Dim, TensorType, dim_value
-
-if TYPE_CHECKING:
-    from graphc.lower.context import LowerCtx
 
 
 class OpError(ValueError):
@@ -156,7 +155,7 @@ class OpArgs(BaseModel):
     def buffers(self, *ins: Any) -> dict[str, tuple[int, ...]]:
         return {}
 
-    def lower(self, ctx: LowerCtx, *ins: Any) -> Any:
+    def lower(self, ctx: LowerContext, *ins: Any) -> Any:
         raise NotImplementedError
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import prod
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
-from graphc.ops.common import broadcast, norm_dim, prod, promote
+from graphc.ops.common import broadcast, in_type, norm_dim, promote
+from graphc.ops.context import LowerContext
 from graphc.ops.lazy import rt, torch
 from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
-from graphc.shapes import FLOAT_DTYPES, Dim, Sym, TensorType, numel
+from graphc.shapes import FLOAT_DTYPES, Dim, Opaque, Sym, TensorType, numel
 
 
 class _Binary(OpArgs):
@@ -25,7 +27,7 @@ class _Binary(OpArgs):
     def infer(self, a: TensorType, b: TensorType) -> TensorType:
         return TensorType(broadcast(a.shape, b.shape), promote(a, b))
 
-    def lower(self, ctx: Any, a: Any, b: Any) -> Any:
+    def lower(self, ctx: LowerContext, a: Any, b: Any) -> Any:
         return getattr(torch, self.fn)(a, b)
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
@@ -65,7 +67,7 @@ class Div(_Binary):
 
     def infer(self, a: TensorType, b: TensorType) -> TensorType:
         t = super().infer(a, b)
-        return t if t.dtype in ("float16", "bfloat16", "float32", "float64") else TensorType(t.shape, "float32")
+        return t if t.dtype in FLOAT_DTYPES else TensorType(t.shape, "float32")
 
 
 @op("flatten")
@@ -85,7 +87,7 @@ class Flatten(OpArgs):
         merged = numel(x.shape[s : e + 1])
         return x.with_shape((*x.shape[:s], merged, *x.shape[e + 1 :]))
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return torch.flatten(x, self.start, self.end)
 
 
@@ -102,13 +104,13 @@ class Reshape(OpArgs):
     shape: list[int | str] = Field(description="target shape")
 
     def _target(self, x: TensorType) -> list[Dim]:
-        syms = {s for d in x.shape if isinstance(d, Sym) for s in d.symbols()}
+        atoms = {str(a): a for d in x.shape if isinstance(d, Sym) for a in d.atoms()}
         out: list[Dim] = []
         for d in self.shape:
             if isinstance(d, str):
-                if d not in syms:
+                if d not in atoms:
                     raise OpError(f"'{d}' is not a symbolic dim of the input {x}")
-                out.append(Sym.var(d))
+                out.append(Sym.atom(atoms[d]))
             elif d < -1 or d == 0:
                 raise OpError(f"invalid size {d} in shape (use positive sizes and at most one -1)")
             else:
@@ -125,7 +127,7 @@ class Reshape(OpArgs):
         if holes:
             if isinstance(total, Sym):
                 rest = total // known
-                if isinstance(rest, Sym) and rest.terms and next(iter(rest.terms))[0].startswith("("):
+                if isinstance(rest, Sym) and rest.terms and isinstance(next(iter(rest.terms))[0], Opaque):
                     raise OpError(f"cannot infer -1: {total} is not divisible by {known}")
             elif not isinstance(known, int) or total % known:
                 raise OpError(f"cannot reshape {x} ({total} elements) into {self.shape}")
@@ -136,8 +138,8 @@ class Reshape(OpArgs):
             raise OpError(f"cannot reshape {x} ({total} elements) into {self.shape} ({known} elements)")
         return x.with_shape(target)
 
-    def lower(self, ctx: Any, x: Any) -> Any:
-        in_t: TensorType = ctx.in_types[0]
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
+        in_t: TensorType = in_type(ctx)
         sizes: list[Any] = []
         for d in self._target(in_t):
             if isinstance(d, Sym):
@@ -170,8 +172,8 @@ class Permute(OpArgs):
     def infer(self, x: TensorType) -> TensorType:
         return x.with_shape([x.shape[d] for d in self._dims(x)])
 
-    def lower(self, ctx: Any, x: Any) -> Any:
-        return torch.permute(x, self._dims(ctx.in_types[0]))
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
+        return torch.permute(x, self._dims(in_type(ctx)))
 
 
 @op("transpose")
@@ -190,7 +192,7 @@ class Transpose(OpArgs):
         shape[a], shape[b] = shape[b], shape[a]
         return x.with_shape(shape)
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return torch.transpose(x, self.dim0, self.dim1)
 
 
@@ -225,7 +227,7 @@ class Concat(OpArgs):
             total = t.shape[d] + total
         return TensorType((*xs[0].shape[:d], total, *xs[0].shape[d + 1 :]), promote(*xs))
 
-    def lower(self, ctx: Any, *xs: Any) -> Any:
+    def lower(self, ctx: LowerContext, *xs: Any) -> Any:
         return torch.cat(list(xs), self.dim)
 
 
@@ -244,7 +246,7 @@ class Stack(OpArgs):
         d = norm_dim(self.dim, xs[0].rank + 1)
         return TensorType((*xs[0].shape[:d], len(xs), *xs[0].shape[d:]), promote(*xs))
 
-    def lower(self, ctx: Any, *xs: Any) -> Any:
+    def lower(self, ctx: LowerContext, *xs: Any) -> Any:
         return torch.stack(list(xs), self.dim)
 
 
@@ -299,8 +301,8 @@ class Split(_MultiOut):
             raise OpError(f"sizes {self.sizes} add up to {known}, but the dim has size {n}")
         return list(self.sizes)
 
-    def lower(self, ctx: Any, x: Any) -> Any:
-        t: TensorType = ctx.in_types[0]
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
+        t: TensorType = in_type(ctx)
         sizes = self.piece_sizes(t.shape[norm_dim(self.dim, t.rank)])
         if any(isinstance(s, Sym) for s in sizes):  # the -1 piece: let torch size it from the input
             return _split_rest(x, self.sizes, self.dim)
@@ -340,7 +342,7 @@ class Chunk(_MultiOut):
             raise OpError(f"dim of size {n} does not split into {self.chunks} equal chunks")
         return [n // self.chunks] * self.chunks
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         out = torch.chunk(x, self.chunks, self.dim)
         return [out[i] for i in range(self.chunks)]
 
@@ -375,8 +377,8 @@ class Slice(OpArgs):
             raise OpError(f"slice {self.start}:{self.end}:{self.step} of dim {d} of {x} is empty")
         return x.with_shape((*x.shape[:d], length, *x.shape[d + 1 :]))
 
-    def lower(self, ctx: Any, x: Any) -> Any:
-        d = norm_dim(self.dim, ctx.in_types[0].rank)
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
+        d = norm_dim(self.dim, in_type(ctx).rank)
         return x[(slice(None),) * d + (slice(self.start, self.end, self.step),)]
 
 
@@ -397,7 +399,7 @@ class Select(OpArgs):
             raise OpError(f"index {self.index} is out of range for dim {d} of {x}")
         return x.with_shape((*x.shape[:d], *x.shape[d + 1 :]))
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return torch.select(x, self.dim, self.index)
 
 
@@ -430,7 +432,7 @@ class Matmul(OpArgs):
         batch = broadcast(a.shape[:-2], b.shape[:-2])
         return TensorType((*batch, *rows, *cols), promote(a, b))
 
-    def lower(self, ctx: Any, a: Any, b: Any) -> Any:
+    def lower(self, ctx: LowerContext, a: Any, b: Any) -> Any:
         return torch.matmul(a, b)
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
@@ -452,7 +454,7 @@ class Dot(OpArgs):
         _dims_equal(a.shape[-1], b.shape[-1], "last dim", a, b)
         return TensorType(broadcast(a.shape, b.shape)[:-1], promote(a, b))
 
-    def lower(self, ctx: Any, a: Any, b: Any) -> Any:
+    def lower(self, ctx: LowerContext, a: Any, b: Any) -> Any:
         return torch.sum(torch.mul(a, b), -1)
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
@@ -485,8 +487,8 @@ class _Reduce(OpArgs):
             return x.with_shape([1 if i in dims else d for i, d in enumerate(x.shape)])
         return x.with_shape([d for i, d in enumerate(x.shape) if i not in dims])
 
-    def lower(self, ctx: Any, x: Any) -> Any:
-        return getattr(torch, self.fn)(x, self._dims(ctx.in_types[0]), keepdim=self.keepdim)
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
+        return getattr(torch, self.fn)(x, self._dims(in_type(ctx)), keepdim=self.keepdim)
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
         return prod(ins[0])
@@ -540,7 +542,7 @@ class Identity(OpArgs):
     def infer(self, x: TensorType) -> TensorType:
         return x
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return x
 
 
@@ -556,7 +558,7 @@ class Scale(OpArgs):
     def infer(self, x: TensorType) -> TensorType:
         return x if x.dtype in FLOAT_DTYPES else TensorType(x.shape, "float32")
 
-    def lower(self, ctx: Any, x: Any) -> Any:
+    def lower(self, ctx: LowerContext, x: Any) -> Any:
         return torch.mul(x, self.factor)
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
@@ -607,7 +609,7 @@ class Constant(OpArgs):
     def buffers(self) -> dict[str, tuple[int, ...]]:
         return {"value": self._shape()}
 
-    def lower(self, ctx: Any) -> Any:
+    def lower(self, ctx: LowerContext) -> Any:
         return ctx.module(rt.Constant, self.value, self._shape(), self.dtype)()
 
 
@@ -634,7 +636,7 @@ class Parameter(OpArgs):
     def params(self) -> dict[str, tuple[int, ...]]:
         return {"weight": tuple(self.shape)}
 
-    def lower(self, ctx: Any) -> Any:
+    def lower(self, ctx: LowerContext) -> Any:
         return ctx.module(rt.Parameter, tuple(self.shape), self.std, self.fill)()
 
 
@@ -668,7 +670,7 @@ class Expand(OpArgs):
         dims = self._dims(x, like)
         return x.with_shape([like.shape[i] if i in dims else d for i, d in enumerate(x.shape)])
 
-    def lower(self, ctx: Any, x: Any, like: Any) -> Any:
-        dims = self._dims(*ctx.in_types)
-        sizes = [like.size(i) if i in dims else -1 for i in range(ctx.in_types[0].rank)]
+    def lower(self, ctx: LowerContext, x: Any, like: Any) -> Any:
+        dims = self._dims(in_type(ctx, 0), in_type(ctx, 1))
+        sizes = [like.size(i) if i in dims else -1 for i in range(in_type(ctx).rank)]
         return x.expand(*sizes)

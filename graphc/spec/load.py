@@ -78,9 +78,9 @@ def _load(source: str | FsPath | Mapping[str, Any], overrides: Mapping[str, Any]
     raw, file, data = _read(source)
     blocks = _collect_blocks(raw, file, stack=[])
     over = _normalize_overrides(overrides)
-    _apply_overrides(raw, over, file)
-    params = resolve_params(raw, file)
-    top = _substitute_top(raw, params, file)
+    _apply_overrides(raw, over)
+    params = resolve_params(raw)
+    top = _substitute_top(raw, params)
     _check_version(raw)
     try:
         doc = SpecDoc.model_validate(top)
@@ -230,7 +230,7 @@ def _normalize_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) ->
     return out
 
 
-def _apply_overrides(raw: YMap, overrides: Mapping[str, Any], file: str) -> None:
+def _apply_overrides(raw: YMap, overrides: Mapping[str, Any]) -> None:
     """Replace values in the raw spec; text values are typed like the value they replace."""
     for key, value in overrides.items():
         parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
@@ -242,14 +242,14 @@ def _apply_overrides(raw: YMap, overrides: Mapping[str, Any], file: str) -> None
             raise SpecError(f"--set {key}: '{parts[0]}' is neither a param nor a top-level key of the spec{hint}", Pos("<--set>"))
         node: Any = raw
         for i, part in enumerate(parts[:-1]):
-            node = _child(node, part, key, parts[: i + 1], file)
+            node = _child(node, part, key, parts[: i + 1])
         last = parts[-1]
-        old = _child(node, last, key, parts, file)
+        old = _child(node, last, key, parts)
         pos = locate(raw, tuple(parts))
         node[last] = _typed_like(old, value, key, pos)
 
 
-def _child(node: Any, part: str | int, key: str, path: Sequence[str | int], file: str) -> Any:
+def _child(node: Any, part: str | int, key: str, path: Sequence[str | int]) -> Any:
     if isinstance(node, dict) and isinstance(part, str) and part in node:
         return node[part]
     if isinstance(node, list) and isinstance(part, int) and part < len(node):
@@ -289,7 +289,7 @@ def _typed_like(old: Any, value: Any, key: str, pos: Pos) -> Any:
     raise SpecError(f"--set {key}={value}: expected {type(old).__name__} like the value it replaces ({old!r})", pos)
 
 
-def resolve_params(raw: YMap, file: str) -> dict[str, Any]:
+def resolve_params(raw: YMap) -> dict[str, Any]:
     """Evaluate ``params`` in order; a param may use the ones before it."""
     params_raw = raw.get("params", {})
     if not isinstance(params_raw, dict):
@@ -314,7 +314,7 @@ def resolve_params(raw: YMap, file: str) -> dict[str, Any]:
     return out
 
 
-def _substitute_top(raw: YMap, params: Mapping[str, Any], file: str) -> dict[str, Any]:
+def _substitute_top(raw: YMap, params: Mapping[str, Any]) -> dict[str, Any]:
     """Substitute ``${...}`` everywhere except in blocks and nodes (expanded later, per scope)."""
     errors = Collector()
 

@@ -14,6 +14,7 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from graphc.errors import Diagnostic, did_you_mean
+from graphc.spec.ir import at
 from graphc.spec.yaml_loader import locate
 
 
@@ -86,7 +87,7 @@ def report_validation_error(
     prefix: tuple[str | int, ...],
     *,
     model: type[BaseModel] | None = None,
-    label: str = "",
+    scope: str = "",
     strip_tag: bool = False,
 ) -> list[Diagnostic]:
     """Diagnostics for each error of ``e``.
@@ -95,7 +96,7 @@ def report_validation_error(
         raw: the raw (positioned) value that was validated.
         prefix: the spec path of ``raw`` (e.g. ``("nodes", "fc1")``), used in messages.
         model: the model validated, to suggest field names.
-        label: text added after the path (e.g. ``" (in body.1)"``).
+        scope: the block copy ``raw`` was validated in (``body.1``), named after the path.
         strip_tag: the first loc item is a union tag (the op name), not a key of ``raw``.
     """
     errors: list[dict[str, Any]] = [dict(err) for err in e.errors(include_url=False)]
@@ -113,17 +114,17 @@ def report_validation_error(
         if kind == "extra_forbidden":
             name = str(loc[-1])
             hint = did_you_mean(name, _fields_at(model, loc[:-1]))
-            msg = f"{path}{label}: unknown field '{name}'{hint}"
+            msg = f"{at(path, scope)}: unknown field '{name}'{hint}"
             pos = locate(raw, loc, key=True)
         elif kind == "missing":
             parent = _join(*prefix, *loc[:-1])
-            msg = f"{parent}{label}: missing required field '{loc[-1]}'" if parent else f"missing required top-level key '{loc[-1]}'"
+            msg = f"{at(parent, scope)}: missing required field '{loc[-1]}'" if parent else f"missing required top-level key '{loc[-1]}'"
             pos = locate(raw, loc[:-1])
         else:
             got = f" (got {_value_repr(err.get('input'))})" if kind not in ("union_tag_invalid",) else ""
             # strict bool/float fields refuse 'no', 'off', 1 and true: say what they take
             text = _STRICT_TEXT.get(kind) or str(err["msg"]).replace("Input should be ", "expected ", 1)
-            msg = f"{path}{label}: {text[0].lower()}{text[1:]}{got}"
+            msg = f"{at(path, scope)}: {text[0].lower()}{text[1:]}{got}"
             pos = locate(raw, loc)
         out.append(Diagnostic(pos, msg))
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 
@@ -24,9 +25,8 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
+def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``graphc train`` to the ``graphc`` parser."""
-    from graphc.cli import add_spec_args
     from graphc.weights.commands import add_transfer_args
 
     p = sub.add_parser("train", help="train a spec with its recipe (train: section or --config)",

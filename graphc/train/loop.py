@@ -103,10 +103,14 @@ class Trainer:
         self.data: Data = load_data(tg, lr, self.r.seed)
         self._check_outputs()
         self.gm = graphc.build(tg, seed=self.r.seed, device=self.device)
+        self.init_plan: Any = None  # a --map/--partial load's plan, written once the run folder is claimed
         if init:
-            from graphc.weights import load_weights_from  # --map/--partial: through the transfer plan
+            from graphc.weights import WeightSource, load_into, load_weights_from
 
-            load_weights_from(self.gm, init, report_dir=run_dir)
+            if isinstance(init, WeightSource):  # --map/--partial: through the transfer plan
+                self.init_plan = load_into(self.gm, init, tg)
+            else:
+                load_weights_from(self.gm, init)
         self.adapters = apply_lora(self.gm, self.r.lora, lr) if self.r.lora else []
         self.mode = compile_mode(self.gm, self.r.compile)
         self.forward = compiled_forward(self.gm, self.mode)
@@ -307,6 +311,10 @@ class Trainer:
         except OSError as e:
             raise OutputError(f"{self.run_dir}: cannot create the run folder: {e.strerror}") from None
         write_marker(self.run_dir, "run")
+        if self.init_plan is not None:
+            from graphc.weights import PLAN_FILE
+
+            write_text(self.run_dir / PLAN_FILE, json.dumps(self.init_plan.to_json(), indent=2) + "\n")
 
     def _resume(self) -> None:
         import sys

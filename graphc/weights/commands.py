@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 from typing import Any
-
-from graphc.cli import add_spec_args, print_diagnostics
 
 
 def add_transfer_args(p: argparse.ArgumentParser) -> None:
@@ -68,19 +68,21 @@ def _convert(args: argparse.Namespace) -> int:
     import graphc.weights as gw
 
     r = gw.convert(args.spec, args.checkpoint, args.output, args.weights_map, args.partial, args.overrides)
-    print_diagnostics(r.warnings)
+    for w in r.warnings:
+        print(w, file=sys.stderr)
     print(f"wrote {r.output}: {gw.summary_line(r.plan)}")
     return 0
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from graphc.cli import _emit
+    from graphc.outputs import emit_text, is_graphc_schema
     from graphc.weights.maps import map_schema
 
-    return _emit(json.dumps(map_schema(), indent=2) + "\n", args.output)
+    return emit_text(json.dumps(map_schema(), indent=2) + "\n", args.output, args.force, is_ours=is_graphc_schema, what="schema file")
 
 
-def register(sub: Any) -> None:
+def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add ``graphc weights plan|convert|schema`` (``add_spec_args``: SPEC and --set, from the CLI)."""
     w = sub.add_parser("weights", help="pretrained weights: plan a transfer, convert a checkpoint, map schema")
     wsub = w.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
 
@@ -99,7 +101,8 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_convert)
 
     p = wsub.add_parser("schema", help="print the JSON Schema of the weight-map format")
-    p.add_argument("-o", "--output", help="write to FILE instead of stdout")
+    p.add_argument("-o", "--output", help="write to FILE instead of stdout (an existing file only if graphc wrote it)")
+    p.add_argument("--force", action="store_true", help="replace an existing FILE graphc did not write")
     p.set_defaults(handler=_schema)
 
 

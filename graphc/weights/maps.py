@@ -171,6 +171,7 @@ def map_schema() -> dict[str, Any]:
     """JSON Schema of the weight-map format (``graphc weights schema``)."""
     schema = MapDoc.model_json_schema(by_alias=True)
     schema["title"] = "graphc weight map"
+    schema["$id"] = "https://graphc.dev/schema/weights-map-v1.json"  # graphc.outputs.SCHEMA_ID: `-o` recognises its own file
     return schema
 
 

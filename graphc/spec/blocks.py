@@ -1,0 +1,165 @@
+"""The rules of a block call: its params, its inputs, and how its copies chain.
+
+Plain functions that look at one call and return the diagnostics it earns; the expander
+(:mod:`graphc.spec.expand`) calls them and does the recursion (resolving references,
+expanding the block's nodes), which is why these take what they need and resolve nothing.
+Every message names the spec path and the block copy it is in through :func:`~graphc.spec.ir.at`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from graphc.errors import Diagnostic, Pos, did_you_mean
+from graphc.spec.ir import RESERVED, Ref, at
+from graphc.spec.model import BlockCall, BlockDef, BlockParam
+from graphc.spec.yaml_loader import YMap, locate
+
+_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (float, int), "bool": (bool,), "str": (str,)}
+
+
+def declared_params(bdef: BlockDef) -> dict[str, BlockParam]:
+    """A block's params in one form: ``d: int`` (a type) and ``d: 64`` (a default) both
+    become a :class:`BlockParam`."""
+    out: dict[str, BlockParam] = {}
+    for name, spec in bdef.params.items():
+        if isinstance(spec, BlockParam):
+            out[name] = spec
+        elif isinstance(spec, str) and spec in _TYPES:
+            out[name] = BlockParam(type=spec)  # type: ignore[arg-type]
+        else:
+            kind = "bool" if isinstance(spec, bool) else "int" if isinstance(spec, int) else "float" if isinstance(spec, float) else "str"
+            out[name] = BlockParam(type=kind, default=spec)  # type: ignore[arg-type]
+    return out
+
+
+def call_params(call: BlockCall, bdef: BlockDef, raw: YMap, where: str, scope: str) -> tuple[dict[str, Any] | None, list[Diagnostic]]:
+    """The params one call passes (defaults filled in, floats made float), or None with why.
+
+    A param that is missing but looks like the typo of an unknown one is reported once,
+    as the typo.
+    """
+    given = dict(call.model_extra or {})
+    declared = declared_params(bdef)
+    out: dict[str, Any] = {}
+    errors: list[Diagnostic] = []
+    for key, value in given.items():
+        if key not in declared:
+            hint = did_you_mean(key, list(declared) + sorted(RESERVED))
+            errors.append(Diagnostic(locate(raw, (key,), key=True), f"{at(f'{where}.{key}', scope)}: block '{call.block}' has no param '{key}'{hint}"))
+            continue
+        want = declared[key].type
+        if not isinstance(value, _TYPES[want]) or (want != "bool" and isinstance(value, bool)):
+            errors.append(Diagnostic(locate(raw, (key,)), f"{at(f'{where}.{key}', scope)}: block param '{key}' expects {want}, got {value!r}"))
+            continue
+        out[key] = float(value) if want == "float" else value  # type: ignore[arg-type]
+    typos = {m for k in given if k not in declared for m in difflib.get_close_matches(k, list(declared), n=1, cutoff=0.6)}
+    for key, p in declared.items():
+        if key not in out and key not in given:
+            if p.default is None and key not in typos:
+                errors.append(Diagnostic(locate(raw, ("block",)), f"{at(where, scope)}: block '{call.block}' needs param '{key}'"))
+            else:
+                out[key] = p.default
+    return (None if errors else out), errors
+
+
+def call_input_refs(
+    call: BlockCall, bdef: BlockDef, raw: YMap, where: str, scope: str, previous: str | None,
+) -> tuple[list[tuple[Any, Pos]] | None, list[Diagnostic]]:
+    """The references a call passes, one per block input in the block's order, each with
+    its position (not yet resolved), or None with why.
+
+    ``in`` may be one reference, a list, or a mapping by input name; without ``in`` the
+    call reads ``previous``.
+    """
+    given = call.in_ if call.in_ is not None else previous
+    pos = locate(raw, ("in",)) if "in" in raw else locate(raw, ())
+    if given is None:
+        return None, [Diagnostic(pos, f"{at(f'{where}.in', scope)}: no 'in' given and there is no previous node to use")]
+    items: list[tuple[Any, Pos]]
+    if isinstance(given, dict):
+        unknown = [k for k in given if k not in bdef.inputs]
+        errors = [
+            Diagnostic(locate(raw, ("in", k), key=True), f"{at(f'{where}.in.{k}', scope)}: block '{call.block}' has no input '{k}'{did_you_mean(k, bdef.inputs)}")
+            for k in unknown
+        ]
+        typos = {m for k in unknown for m in difflib.get_close_matches(k, bdef.inputs, n=1, cutoff=0.6)}
+        missing = [k for k in bdef.inputs if k not in given and k not in typos]
+        if missing:
+            errors.append(Diagnostic(pos, f"{at(f'{where}.in', scope)}: block '{call.block}' input '{missing[0]}' is not given"))
+        if unknown or missing or typos:
+            return None, errors
+        items = [(given[k], locate(raw, ("in", k))) for k in bdef.inputs]
+    elif isinstance(given, list):
+        items = [(r, locate(raw, ("in", i))) for i, r in enumerate(given)]
+    else:
+        items = [(given, pos)]
+    if len(items) != len(bdef.inputs):
+        msg = f"block '{call.block}' takes {len(bdef.inputs)} input(s) ({', '.join(bdef.inputs)}), got {len(items)}"
+        return None, [Diagnostic(pos, f"{at(f'{where}.in', scope)}: {msg}")]
+    return items, []
+
+
+def output_names(bdef: BlockDef) -> list[str]:
+    """The names of a block's outputs (a list entry ``node.output`` is named ``node``)."""
+    return list(bdef.outputs) if isinstance(bdef.outputs, dict) else [o.split(".")[0] for o in bdef.outputs]
+
+
+def pass_through(call: BlockCall, bdef: BlockDef, inputs: list[Ref], raw: YMap, where: str, scope: str) -> tuple[list[tuple[str, Ref]] | None, list[Diagnostic]]:
+    """``repeat: 0``: no copy of the block; its outputs are its inputs (counts must match)."""
+    names = output_names(bdef)
+    if len(names) != len(inputs):
+        msg = (f"with repeat 0 the block's outputs are its inputs, but block '{call.block}'"
+               f" has {len(inputs)} input(s) and {len(names)} output(s)")
+        return None, [Diagnostic(locate(raw, ("repeat",)), f"{at(f'{where}.repeat', scope)}: {msg}")]
+    return list(zip(names, inputs, strict=True)), []
+
+
+def chain_mismatch(call: BlockCall, n_inputs: int, n_outputs: int, raw: YMap, where: str, scope: str) -> Diagnostic | None:
+    """A repeated block feeds each copy's outputs to the next copy's inputs: the counts of
+    one copy must match."""
+    if n_outputs == n_inputs:
+        return None
+    return Diagnostic(
+        locate(raw, ("repeat",)),
+        f"{at(f'{where}.repeat', scope)}: block '{call.block}' has {n_inputs} input(s) but {n_outputs} output(s);"
+        " a repeated block feeds its outputs to the next copy's inputs, so the counts must match",
+    )
+
+
+def target_error(call: BlockCall, known: Mapping[str, Any], stack: list[str], raw: YMap, where: str, scope: str) -> Diagnostic | None:
+    """A call must name a block that exists and is not one of the blocks it is inside of."""
+    if call.block not in known:
+        return Diagnostic(locate(raw, ("block",)), f"{at(where, scope)}: unknown block '{call.block}'{did_you_mean(call.block, known)}")
+    if call.block in stack:
+        chain = " -> ".join([*stack, call.block])
+        return Diagnostic(locate(raw, ("block",)), f"{at(where, scope)}: block '{call.block}' uses itself ({chain})")
+    return None
+
+
+def block_size(defs: Mapping[str, YMap], name: str, cache: dict[str, int], seen: frozenset[str] = frozenset()) -> int:
+    """Nodes one copy of block ``name`` makes, counted from its text (ports included), so
+    a call can be refused before it is unrolled; ``cache`` keeps each block's count.
+
+    Nested repeats that are expressions count once: an estimate, which every nested call
+    checks again against the nodes already made.
+    """
+    if name in cache:
+        return cache[name]
+    raw = defs.get(name)
+    if raw is None or name in seen or not isinstance(raw.get("nodes"), dict):
+        return 1
+    inputs = raw.get("inputs")
+    size = len(inputs) if isinstance(inputs, list) else 1
+    for node in raw["nodes"].values():
+        inner = node.get("block") if isinstance(node, dict) else None
+        if isinstance(inner, str):
+            reps = node.get("repeat")
+            copies = reps if isinstance(reps, int) and not isinstance(reps, bool) and reps > 0 else 1
+            size += copies * block_size(defs, inner, cache, seen | {name})
+        else:
+            size += 1
+    cache[name] = size
+    return size
