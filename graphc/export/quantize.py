@@ -272,7 +272,7 @@ def measure(gm: fx.GraphModule, model_path: Path, own: dict[str, str], changed: 
     """(outputs, spec nodes in topological order, sizes): each value's error against fp32 torch."""
     import onnxruntime as ort
 
-    import graphc
+    from graphc.export.verify import _inputs  # the verification inputs, without the package front door
 
     tg: TypedGraph = gm.graphc  # type: ignore[assignment]
     model = onnx.load(str(model_path))
@@ -286,7 +286,7 @@ def measure(gm: fx.GraphModule, model_path: Path, own: dict[str, str], changed: 
     probe = make_probe(gm)
     accs: dict[str, _Acc] = {}
     for i, s in enumerate(sizes):
-        inputs = graphc.example_inputs(tg, seed + i, None, **s)
+        inputs = _inputs(tg, seed + i, s)
         feed = {n: t.numpy() for n, t in zip(tg.flat.spec.doc.inputs, inputs, strict=True)}
         got = dict(zip(names, sess.run(None, feed), strict=True))
         ref = node_values(probe, inputs)
