@@ -319,3 +319,16 @@ def test_verify_checks_a_quantized_model_against_its_recorded_budget(spiky: tupl
     r = run_cli("verify", str(out / "model.onnx"), "--spec", str(spec), "--weights", str(weights))
     assert r.code == 3 and "output 'y' is outside the budget" in r.err and "first node under 60 dB: 'fc1'" in r.err
     assert "Traceback" not in r.err
+
+
+def test_predict_runs_a_quantized_compile_folder(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_cli("compile", "specs/mlp.yaml", "-o", str(out), "--quantize", "int8-dynamic").code == 0
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 10)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    r = run_cli("predict", str(out), str(tmp_path / "x.npz"), "-o", str(tmp_path / "pred.csv"))
+    assert r.code == 0, r.err
+    got = np.loadtxt(tmp_path / "pred.csv", delimiter=",", skiprows=1)
+    with torch.no_grad():
+        want = graphc.build("specs/mlp.yaml", seed=0).eval()(torch.from_numpy(x)).numpy()
+    assert got.shape == (5, 3) and np.abs(got - want).max() < 0.05
