@@ -283,7 +283,7 @@ def test_quantize_options_api_validates() -> None:
             QuantOptions(**bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.slow  # ~15 compiles: about 5 minutes on 2 busy cores (resnet50 ~70 s)
+@pytest.mark.slow  # 15 compiles: ~60 s on 2 quiet cores, ~290 s on busy ones
 @pytest.mark.parametrize("spec", SPECS, ids=[s.stem for s in SPECS])
 def test_every_spec_quantizes_or_reports(spec: Path, tmp_path: Path) -> None:
     """int8-dynamic on every shipped spec at its CI size: within budget, or the node table
