@@ -133,7 +133,7 @@ def verify_onnx(model: str | Path, spec: SpecLike, overrides: Overrides = None, 
 
 
 def compile(spec: SpecLike, out_dir: str | Path, overrides: Overrides = None, weights: str | Path | None = None,
-            opset: int | None = None, seed: int = 0, force: bool = False) -> CompileResult:
+            opset: int | None = None, seed: int = 0, force: bool = False, quant: Any = None) -> CompileResult:
     """check -> build -> model.py, weights.safetensors, model.onnx, verify.json, summary.json,
     manifest.json, written into a temp dir beside ``out_dir`` and moved into place at the end.
 
@@ -159,6 +159,10 @@ def compile(spec: SpecLike, out_dir: str | Path, overrides: Overrides = None, we
         _write_json(tmp / "summary.json", summarize(built.graph).to_json())
         _write_json(tmp / "manifest.json", manifest(built.graph, exp))
         raise_if_failed(ver, folder.path / "model.onnx")
+        if quant is not None:  # --optimize / --quantize: graphc/export/quantize.py (a QuantOptions)
+            from graphc.export.quantize import apply
+
+            apply(gm, tmp, quant, seed)
         for f in tmp.iterdir():
             f.chmod(0o644 & ~umask())
         install_folder(tmp, folder, where)

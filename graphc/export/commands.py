@@ -28,8 +28,11 @@ def _export(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from graphc.export.api import verify_onnx
+    from graphc.export.quant_cli import is_quantized
     from graphc.export.verify import raise_if_failed
 
+    if is_quantized(args.model):  # --quantize output: graphc/export/quantize.py checks it
+        return _verify_quantized(args)
     r = verify_onnx(args.model, args.spec_file, args.overrides, weight_source(args.weights, args))
     if args.json:
         print(json.dumps(r.to_json(), indent=2))
@@ -41,10 +44,14 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _compile(args: argparse.Namespace) -> int:
     from graphc.export.api import compile
+    from graphc.export.quant_cli import quant_options, report_on_failure, summary
 
-    r = compile(args.spec, args.output, args.overrides, weight_source(args.weights, args), args.opset, force=args.force)
+    quant = quant_options(args)
+    with report_on_failure():
+        r = compile(args.spec, args.output, args.overrides, weight_source(args.weights, args), args.opset, force=args.force,
+                    quant=quant)
     print(f"wrote {r.out_dir}/: {', '.join(r.files)}")
-    print("\n".join(r.verify.lines()))
+    print("\n".join(r.verify.lines() + summary(r.out_dir)))
     return 0
 
 
@@ -87,3 +94,28 @@ def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None])
     p.add_argument("--force", action="store_true",
                    help="write into a folder graphc did not make, replacing only graphc's own file names there")
     p.set_defaults(handler=_compile)
+    _quant_args(p)
+
+
+def _quant_args(p: argparse.ArgumentParser) -> None:
+    """``compile``'s optimise/quantise flags, defined in graphc/export/quant_cli.py."""
+    from graphc.export.quant_cli import quant_args
+
+    quant_args(p)
+
+
+def _verify_quantized(args: argparse.Namespace) -> int:
+    """``verify`` of a quantized model.onnx: its node report within its recorded budget."""
+    from pathlib import Path
+
+    from graphc.export.api import _model
+    from graphc.export.quant_cli import report_on_failure
+    from graphc.export.quantize import verify_quantized
+    from graphc.export.verify import check_provenance
+
+    gm = _model(args.spec_file, args.overrides, weight_source(args.weights, args), 0)
+    check_provenance(gm, args.model)
+    with report_on_failure():
+        r = verify_quantized(Path(args.model), gm)
+    print(json.dumps(r.to_json(), indent=2) if args.json else "\n".join(r.table()))
+    return 0
