@@ -162,7 +162,7 @@ def compile(spec: SpecLike, out_dir: str | Path, overrides: Overrides = None, we
         if quant is not None:  # --optimize / --quantize: graphc/export/quantize.py (a QuantOptions)
             from graphc.export.quantize import apply
 
-            apply(gm, tmp, quant, seed)
+            apply(built, tmp, quant, seed)
         for f in tmp.iterdir():
             f.chmod(0o644 & ~umask())
         install_folder(tmp, folder, where)

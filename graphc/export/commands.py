@@ -113,9 +113,9 @@ def _verify_quantized(args: argparse.Namespace) -> int:
     from graphc.export.quantize import verify_quantized
     from graphc.export.verify import check_provenance
 
-    gm = _model(args.spec_file, args.overrides, weight_source(args.weights, args), 0)
-    check_provenance(gm, args.model)
+    built = _model(args.spec_file, args.overrides, weight_source(args.weights, args), 0)
+    check_provenance(built, args.model)
     with report_on_failure():
-        r = verify_quantized(Path(args.model), gm)
+        r = verify_quantized(Path(args.model), built)
     print(json.dumps(r.to_json(), indent=2) if args.json else "\n".join(r.table()))
     return 0

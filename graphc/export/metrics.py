@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import fx
 
 from graphc.graph.infer import TypedGraph
+from graphc.lower.built import Built
 
 MAX_EXAMPLES = 2048
 LOWER_IS_BETTER = ("loss", "perplexity", "mse", "mae")
@@ -38,13 +38,13 @@ def _evaluate(run: Any, batches: list[dict[str, torch.Tensor]], lr: Any) -> dict
     return {"loss": loss / max(n, 1), **ms.values()}
 
 
-def compare_metrics(gm: fx.GraphModule, model_path: Path, recipe: str, seed: int = 0) -> dict[str, dict[str, float]]:
+def compare_metrics(built: Built, model_path: Path, recipe: str, seed: int = 0) -> dict[str, dict[str, float]]:
     """``{"fp32": {...}, "quantized": {...}}`` over the same validation batches."""
     import onnxruntime as ort
 
     from graphc.export.calibrate import load_task_data
 
-    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
+    tg: TypedGraph = built.graph
     lr, data = load_task_data(tg, recipe, seed)
     split = data.val if len(data.val) else data.test
     bs = lr.recipe.eval_batch_size or 4 * lr.recipe.batch_size
@@ -57,7 +57,7 @@ def compare_metrics(gm: fx.GraphModule, model_path: Path, recipe: str, seed: int
 
     @torch.no_grad()
     def torch_run(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        got = gm(*(batch[k] for k in data.inputs))
+        got = built.module(*(batch[k] for k in data.inputs))
         return dict(got) if isinstance(got, dict) else {names[0]: got}
 
     def ort_run(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

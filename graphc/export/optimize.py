@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-from torch import fx
 
 from graphc.errors import ExportError
 from graphc.graph.infer import TypedGraph
+from graphc.lower.built import Built
 
 
 def _fusions(src: Path, dst: Path) -> dict[str, int]:
@@ -78,7 +78,7 @@ def optimize_file(src: Path, dst: Path, tg: TypedGraph) -> dict[str, Any]:
     return {"level": "all", "fusions": fused}
 
 
-def optimize_verified(gm: fx.GraphModule, folder: Path) -> dict[str, Any]:
+def optimize_verified(built: Built, folder: Path) -> dict[str, Any]:
     """``--optimize`` without ``--quantize``: optimise ``folder/model.onnx`` in place and verify
     it against torch again (the op-declared tolerances apply, as for every export).
 
@@ -89,10 +89,10 @@ def optimize_verified(gm: fx.GraphModule, folder: Path) -> dict[str, Any]:
 
     from graphc.export.verify import raise_if_failed, verify_model
 
-    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
+    tg: TypedGraph = built.graph
     path = folder / "model.onnx"
     done = optimize_file(path, path, tg)
-    ver = verify_model(gm, path)
+    ver = verify_model(built, path)
     raise_if_failed(ver, path)
     done["verify"] = ver.to_json()
     data = json.loads((folder / "verify.json").read_text(encoding="utf-8"))

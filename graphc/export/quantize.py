@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from torch import fx
 
 from graphc.errors import ExportError
 from graphc.export.onnx_export import RANGES_KEY, VALUES_KEY
 from graphc.export.probe import make_probe, node_values
 from graphc.export.quant_cli import SNR_CLAMP, QuantizeError, QuantOptions, format_table
 from graphc.graph.infer import TypedGraph
+from graphc.lower.built import Built
 
 QUANT_KEY = "graphc.quantization"  # metadata of the quantized model.onnx
 FP32_FILE = "model.fp32.onnx"
@@ -267,14 +267,14 @@ def sizes_of(model: onnx.ModelProto, tg: TypedGraph) -> list[dict[str, int]]:
     return verification_sizes(tg, ranges)  # type: ignore[arg-type]
 
 
-def measure(gm: fx.GraphModule, model_path: Path, own: dict[str, str], changed: set[str], seed: int = 0,
+def measure(built: Built, model_path: Path, own: dict[str, str], changed: set[str], seed: int = 0,
             ) -> tuple[list[NodeError], list[NodeError], list[dict[str, int]]]:
     """(outputs, spec nodes in topological order, sizes): each value's error against fp32 torch."""
     import onnxruntime as ort
 
     from graphc.export.verify import _inputs  # the verification inputs, without the package front door
 
-    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
+    tg: TypedGraph = built.graph
     model = onnx.load(str(model_path))
     values = as_seen(model, _meta(model, VALUES_KEY) or {})
     sizes = sizes_of(model, tg)
@@ -283,7 +283,7 @@ def measure(gm: fx.GraphModule, model_path: Path, own: dict[str, str], changed: 
     sess = ort.InferenceSession(_with_value_outputs(model, list(values.values())).SerializeToString(), opts,
                                 providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
-    probe = make_probe(gm)
+    probe = make_probe(built)
     accs: dict[str, _Acc] = {}
     for i, s in enumerate(sizes):
         inputs = _inputs(tg, seed + i, s)
@@ -323,16 +323,16 @@ def next_to_keep(nodes: list[NodeError], opts: QuantOptions, kept: list[str]) ->
 # --- compile's step ------------------------------------------------------------------------
 
 
-def apply(gm: fx.GraphModule, folder: Path, opts: QuantOptions, seed: int = 0) -> dict[str, Any]:
+def apply(built: Built, folder: Path, opts: QuantOptions, seed: int = 0) -> dict[str, Any]:
     """compile's step after the fp32 export verified: quantize and/or optimise ``folder/model.onnx``.
 
     Returns what verify.json records under ``quantization`` (or ``optimized``).
     """
     if opts.mode is not None:
-        return quantize_into(gm, folder, opts, seed).to_json()
+        return quantize_into(built, folder, opts, seed).to_json()
     from graphc.export.optimize import optimize_verified
 
-    return optimize_verified(gm, folder)
+    return optimize_verified(built, folder)
 
 
 @dataclass
@@ -348,7 +348,7 @@ class _Attempt:
     optimized: dict[str, Any]
 
 
-def _attempt(gm: fx.GraphModule, fp32: Path, dst: Path, base: onnx.ModelProto, own: dict[str, str], opts: QuantOptions,
+def _attempt(built: Built, fp32: Path, dst: Path, base: onnx.ModelProto, own: dict[str, str], opts: QuantOptions,
              kept: list[str], reader: Any, seed: int) -> _Attempt:
     assert opts.mode is not None
     if reader is not None:
@@ -361,19 +361,19 @@ def _attempt(gm: fx.GraphModule, fp32: Path, dst: Path, base: onnx.ModelProto, o
     if opts.optimize:  # the shipped file is the optimised one: measure that
         from graphc.export.optimize import optimize_file
 
-        optimized = optimize_file(dst, dst, gm.graphc)  # type: ignore[arg-type]
-    outs, nodes, sizes = measure(gm, dst, own, changed, seed)
+        optimized = optimize_file(dst, dst, built.graph)  # type: ignore[arg-type]
+    outs, nodes, sizes = measure(built, dst, own, changed, seed)
     passed = within_budget(outs, opts)
     metrics: dict[str, dict[str, float]] = {}
     if opts.data is not None:
         from graphc.export.metrics import compare_metrics
 
-        metrics = compare_metrics(gm, dst, opts.data, seed)
+        metrics = compare_metrics(built, dst, opts.data, seed)
         passed = passed and _metric_ok(metrics, opts)
     return _Attempt(outs, nodes, sizes, changed, metrics, passed, optimized)
 
 
-def quantize_into(gm: fx.GraphModule, folder: Path, opts: QuantOptions, seed: int = 0) -> QuantReport:
+def quantize_into(built: Built, folder: Path, opts: QuantOptions, seed: int = 0) -> QuantReport:
     """Quantize ``folder/model.onnx`` (verified fp32) in place, keeping fp32 as model.fp32.onnx,
     and record the report in verify.json, manifest.json and model.py.
 
@@ -383,7 +383,7 @@ def quantize_into(gm: fx.GraphModule, folder: Path, opts: QuantOptions, seed: in
     Raises:
         QuantizeError: the quantized model is outside the budget (after the ``auto`` fallback).
     """
-    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
+    tg: TypedGraph = built.graph
     assert opts.mode is not None
     fp32, dst = folder / FP32_FILE, folder / "model.onnx"
     shutil.move(dst, fp32)
@@ -398,7 +398,7 @@ def quantize_into(gm: fx.GraphModule, folder: Path, opts: QuantOptions, seed: in
         reader = reader_for(tg, opts, seed)
     steps: list[str] = []
     while True:
-        got = _attempt(gm, fp32, dst, base, own, opts, kept, reader, seed)
+        got = _attempt(built, fp32, dst, base, own, opts, kept, reader, seed)
         pick = None if got.passed or not auto or len(kept) >= opts.max_auto else next_to_keep(got.nodes, opts, kept)
         if pick is None:
             break
@@ -465,14 +465,14 @@ def _record(folder: Path, report: QuantReport) -> None:
         f.write(f"ONNX_QUANTIZATION = {note!r}\n")
 
 
-def verify_quantized(model_path: Path, gm: fx.GraphModule, seed: int = 0) -> QuantReport:
+def verify_quantized(model_path: Path, built: Built, seed: int = 0) -> QuantReport:
     """``graphc verify`` of a quantized model.onnx: the node report against the fp32 torch
     model, with the budget recorded in the file (its ``graphc.quantization`` metadata).
 
     Raises:
         QuantizeError: an output is outside that budget (exit 3).
     """
-    tg: TypedGraph = gm.graphc  # type: ignore[assignment]
+    tg: TypedGraph = built.graph
     model = onnx.load(str(model_path))
     info = _meta(model, QUANT_KEY)
     opts = QuantOptions(info["mode"], min_snr=float(info.get("min_snr_db", 20.0)), max_abs_error=info.get("max_abs_error"))
@@ -480,7 +480,7 @@ def verify_quantized(model_path: Path, gm: fx.GraphModule, seed: int = 0) -> Qua
     base = onnx.load(str(fp32)) if fp32.is_file() else model
     own = owners(base, tg)
     changed = changed_nodes(base, model, info["mode"], onnx_nodes_of(info.get("kept_fp32", []), own)) if fp32.is_file() else set()
-    outs, nodes, sizes = measure(gm, model_path, own, changed, seed)
+    outs, nodes, sizes = measure(built, model_path, own, changed, seed)
     report = QuantReport(info["mode"], within_budget(outs, opts), opts.min_snr, outs, nodes, first_over(nodes, opts),
                          list(info.get("kept_fp32", [])), sizes)
     if not report.passed:

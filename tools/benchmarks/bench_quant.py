@@ -30,7 +30,7 @@ ROUNDS = 3
 GOALS = {"GPT-mini": "<= 0.6 at batch 32", "BERT-4 (d=256, T=128)": "<= 0.6 at batch 32"}
 
 
-def _quantized(gm: Any, tmp: Path, name: str, overrides: list[str], mode: str, recipe: str | None) -> tuple[Path, Path]:
+def _quantized(built: Any, tmp: Path, name: str, overrides: list[str], mode: str, recipe: str | None) -> tuple[Path, Path]:
     import graphc
     from graphc.export.calibrate import reader_for
     from graphc.export.quant_cli import QuantOptions
@@ -38,26 +38,26 @@ def _quantized(gm: Any, tmp: Path, name: str, overrides: list[str], mode: str, r
 
     spec = ROOT / "specs" / f"{name}.yaml"
     fp32, int8 = tmp / f"{name}.fp32.onnx", tmp / f"{name}.int8.onnx"
-    if gm is None:
+    if built is None:
         graphc.export_onnx(spec, fp32, overrides, verify=False)
     else:  # trained weights: export those
         from graphc.export.onnx_export import export_model
 
-        export_model(gm, fp32)
+        export_model(built, fp32)
     opts = QuantOptions(mode, data=recipe, calibration_batches=16)
-    reader = reader_for(graphc.build(graphc.check(spec, overrides)).graphc, opts, 0) if mode == "int8-static" else None
+    reader = reader_for(graphc.check(spec, overrides), opts, 0) if mode == "int8-static" else None
     quantize_file(fp32, int8, opts, [], reader)
     return fp32, int8
 
 
-def _latency(gm: Any, fp32: Path, int8: Path, batch: int) -> tuple[float, float, float]:
+def _latency(built: Any, fp32: Path, int8: Path, batch: int) -> tuple[float, float, float]:
     import onnxruntime as ort
     import torch
 
     import graphc
     from graphc.export.verify import _timeit
 
-    tg = gm.graphc
+    tg = built.graph
     first = next(iter(tg.flat.spec.doc.inputs.values()))
     sizes = {first.shape[0]: batch} if isinstance(first.shape[0], str) else {}
     inputs = graphc.example_inputs(tg, 0, None, **sizes)
@@ -75,7 +75,7 @@ def _latency(gm: Any, fp32: Path, int8: Path, batch: int) -> tuple[float, float,
     for _ in range(ROUNDS):  # interleaved rounds, best median of each: other jobs on a shared machine only add time
         with torch.no_grad():
             times = (_timeit(lambda: s32.run(None, feed), budget_s=0.5), _timeit(lambda: s8.run(None, feed), budget_s=0.5),
-                     _timeit(lambda: gm(*inputs), budget_s=0.5))
+                     _timeit(lambda: built.module(*inputs), budget_s=0.5))
         best = [min(b, t) for b, t in zip(best, times, strict=True)]
     return best[0], best[1], best[2]
 
@@ -85,10 +85,11 @@ def _latency_rows(tmp: Path) -> list[tuple[str, str, str]]:
 
     rows = []
     for label, name, overrides, mode in MODELS:
-        gm = graphc.build(graphc.check(ROOT / "specs" / f"{name}.yaml", overrides), seed=0).eval()
+        built = graphc.lower_spec(graphc.check(ROOT / "specs" / f"{name}.yaml", overrides), seed=0)
+        built.module.eval()
         fp32, int8 = _quantized(None, tmp, name, overrides, mode, "spec" if mode == "int8-static" else None)
         for batch in (1, 32):
-            f, q, e = _latency(gm, fp32, int8, batch)
+            f, q, e = _latency(built, fp32, int8, batch)
             goal = GOALS.get(label, "") if batch == 32 else ""
             rows.append((f"{label} {mode}, batch {batch}: int8/fp32 ORT", f"{q / f:.2f}x",
                          f"fp32 ORT {f:.3f} ms, int8 ORT {q:.3f} ms, torch eager {e:.3f} ms {goal}".rstrip()))
@@ -108,21 +109,23 @@ def _train(spec: Path, overrides: list[str], recipe: str, steps: int) -> Any:
     from graphc.train.objectives import total_loss
 
     torch.manual_seed(0)
-    gm = graphc.build(graphc.check(spec, overrides), seed=0)
-    lr, data = load_task_data(gm.graphc, recipe, 0)
+    built = graphc.lower_spec(graphc.check(spec, overrides), seed=0)
+    gm = built.module
+    loaded, data = load_task_data(built.graph, recipe, 0)
     opt = torch.optim.Adam(gm.parameters(), lr=3e-3)
-    names = list(gm.graphc.flat.outputs)
+    names = list(built.graph.flat.outputs)
     gen = torch.Generator().manual_seed(0)
     gm.train()
     for _ in range(steps):
-        batch = data.train.batch(torch.randint(0, len(data.train), (lr.recipe.batch_size,), generator=gen))
+        batch = data.train.batch(torch.randint(0, len(data.train), (loaded.recipe.batch_size,), generator=gen))
         out = gm(*(batch[k] for k in data.inputs))
         out = dict(out) if isinstance(out, dict) else {names[0]: out}
-        loss = total_loss(out, batch, lr.recipe.loss_terms)
+        loss = total_loss(out, batch, loaded.recipe.loss_terms)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return gm.eval()
+    gm.eval()
+    return built
 
 
 def _task_rows(tmp: Path) -> list[tuple[str, str, str]]:
@@ -130,16 +133,16 @@ def _task_rows(tmp: Path) -> list[tuple[str, str, str]]:
 
     rows = []
     digits = ROOT / "specs" / "digits_cnn.yaml"
-    gm = _train(digits, [], "spec", 400)
-    _, int8 = _quantized(gm, tmp, "digits_cnn", [], "int8-static", "spec")
-    m = compare_metrics(gm, int8, "spec")
+    built = _train(digits, [], "spec", 400)
+    _, int8 = _quantized(built, tmp, "digits_cnn", [], "int8-static", "spec")
+    m = compare_metrics(built, int8, "spec")
     drop = 100 * (m["fp32"]["accuracy"] - m["quantized"]["accuracy"])
     rows.append(("digits CNN (400 steps) accuracy drop, int8-static", f"{drop:.2f} pt",
                  f"fp32 {100 * m['fp32']['accuracy']:.2f}%, int8 {100 * m['quantized']['accuracy']:.2f}% (goal <= 0.5 pt)"))
     char = str(ROOT / "specs" / "train" / "char_gpt.yaml")
-    gm = _train(ROOT / "specs" / "gpt_mini.yaml", [], char, 300)
-    _, int8 = _quantized(gm, tmp, "gpt_mini", [], "int8-dynamic", None)
-    m = compare_metrics(gm, int8, char)
+    built = _train(ROOT / "specs" / "gpt_mini.yaml", [], char, 300)
+    _, int8 = _quantized(built, tmp, "gpt_mini", [], "int8-dynamic", None)
+    m = compare_metrics(built, int8, char)
     rise = 100 * (m["quantized"]["loss"] / m["fp32"]["loss"] - 1)
     rows.append(("char GPT-mini (300 steps) val loss increase, int8-dynamic", f"{rise:.2f}%",
                  f"fp32 {m['fp32']['loss']:.4f}, int8 {m['quantized']['loss']:.4f} (goal <= 2%)"))
