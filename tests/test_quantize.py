@@ -13,12 +13,12 @@ import onnx
 import pytest
 import torch
 from conftest import SPECS, run_cli
-from graphc.weights.tensors import save_weights
 from hostile import assert_clean, run_guarded, snapshot
 from test_compile import _set_args
 
 import graphc
 from graphc.export.metrics import metric_drop
+from graphc.weights.tensors import save_weights
 
 SPIKY = """\
 graphc: 1
