@@ -25,7 +25,7 @@ if [ "${GRAPHC_SKIP_INSTALL:-0}" != 1 ]; then
     "$VPY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
     if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
       _say "installing ${GRAPHC_TORCH:-torch==2.13.0} (CPU build; a minute or two the first time)"
-      "$VPY" -m pip install -q "${GRAPHC_TORCH:-torch==2.13.0}"
+      "$VPY" -m pip install -q "${GRAPHC_TORCH:-torch==2.13.0}" 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; } >&2
     fi
     # Keep the extras installed before (demo after test must not drop the test tools).
     extras="$want"
