@@ -18,7 +18,7 @@ from test_compile import _set_args
 
 import graphc
 from graphc.export.metrics import metric_drop
-from graphc.weights.tensors import save_weights
+from graphc.weights.tensors import load_weights, save_weights
 
 SPIKY = """\
 graphc: 1
@@ -332,3 +332,85 @@ def test_predict_runs_a_quantized_compile_folder(tmp_path: Path) -> None:
     with torch.no_grad():
         want = graphc.build("specs/mlp.yaml", seed=0).eval()(torch.from_numpy(x)).numpy()
     assert got.shape == (5, 3) and np.abs(got - want).max() < 0.05
+
+
+@pytest.fixture(scope="module")
+def quantized_mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """specs/mlp.yaml compiled with ``--quantize int8-dynamic`` (once for the module)."""
+    out = tmp_path_factory.mktemp("qmlp") / "out"
+    assert run_cli("compile", "specs/mlp.yaml", "-o", str(out), "--quantize", "int8-dynamic").code == 0
+    return out
+
+
+def test_serve_answers_with_the_quantized_model(quantized_mlp: Path) -> None:
+    """``graphc serve`` on a quantized folder runs model.onnx (int8), not model.fp32.onnx."""
+    import onnxruntime as ort
+    from test_serve import Running
+
+    x = np.random.default_rng(3).uniform(-1, 1, (6, 10)).astype(np.float32)
+
+    def direct(name: str) -> np.ndarray:
+        sess = ort.InferenceSession(str(quantized_mlp / name), providers=["CPUExecutionProvider"])
+        return sess.run(None, {"x": x})[0]
+
+    srv = Running(quantized_mlp)
+    try:
+        assert srv.client.get("/v1/health").json()["status"] == "ok"
+        r = srv.client.post("/v1/predict", json={"inputs": {"x": x.tolist()}})
+    finally:
+        srv.stop()
+    assert r.status_code == 200, r.text
+    got = np.asarray(r.json()["outputs"]["logits"], dtype=np.float32)
+    np.testing.assert_allclose(got, direct("model.onnx"), rtol=1e-5, atol=1e-6)
+    assert np.abs(got - direct("model.fp32.onnx")).max() > 1e-6  # int8 rounding shows: it is the quantized file
+
+
+def test_quantized_file_drops_per_node_metadata_but_fp32_keeps_it(quantized_mlp: Path) -> None:
+    """The exporter's per-node metadata (name scopes, stack traces) is left out of the shipped
+    int8 file; model.fp32.onnx keeps it, and the node mapping reads it from there."""
+    fp32, q = onnx.load(str(quantized_mlp / "model.fp32.onnx")), onnx.load(str(quantized_mlp / "model.onnx"))
+    assert any(p.key == "pkg.torch.onnx.name_scopes" for n in fp32.graph.node for p in n.metadata_props)
+    assert not any(n.metadata_props for n in q.graph.node)
+    assert {"graphc.values", "graphc.quantization", "graphc.spec_sha256"} <= {p.key for p in q.metadata_props}
+    nodes = {n["node"]: n for n in _quant(quantized_mlp)["nodes"]}
+    assert nodes["fc1"]["quantized"] and nodes["fc2"]["quantized"] and not nodes["act"]["quantized"]
+
+
+LABELLED = SPIKY.replace("outputs: {y: fc2}", """outputs: {y: fc2}
+train:
+  data: {dataset: data.npz}
+  loss: {type: cross_entropy, output: y, target: label}
+  metrics: [accuracy]
+  batch_size: 32
+  steps: 1
+""").replace("doc: fc2 reads", "doc: (labelled by its own fp32 predictions) fc2 reads")
+
+
+def test_keep_fp32_auto_driven_by_the_metric_budget(spiky: tuple[Path, Path], tmp_path: Path) -> None:
+    """With an SNR floor every attempt meets, only ``--max-metric-drop`` can trigger the auto
+    fallback.  The data is labelled with the fp32 model's own predictions (fp32 accuracy 1), so
+    quantizing fc2, whose input int8 flattens to zero, drops accuracy far past the budget."""
+    _spiky, weights = spiky
+    spec = tmp_path / "labelled.yaml"
+    spec.write_text(LABELLED)
+    gm = load_weights(graphc.build(str(spec), seed=0), weights).eval()
+    x = np.random.default_rng(5).normal(size=(400, 16)).astype(np.float32)
+    with torch.no_grad():
+        label = gm(torch.from_numpy(x)).argmax(1).numpy().astype(np.int64)
+    np.savez(tmp_path / "data.npz", x=x, label=label)
+    args = ["compile", str(spec), "--weights", str(weights), "--quantize", "int8-dynamic", "--min-snr", "-100",
+            "--data", "spec", "--max-metric-drop", "0.2"]
+
+    r = run_cli(*args, "-o", str(tmp_path / "plain"))  # without auto: the metric fails it, not the SNR
+    assert r.code == 3 and "metric drop past --max-metric-drop 0.2" in r.err and "outside the budget" not in r.err, r.err
+
+    out = tmp_path / "auto"
+    r = run_cli(*args, "-o", str(out), "--keep-fp32", "auto")
+    assert r.code == 0, r.err
+    q = _quant(out)
+    assert q["passed"] and q["kept_fp32"] == ["fc2"] and q["detail"].startswith("--keep-fp32 auto kept, in order: fc2 ")
+    m = q["metrics"]
+    assert set(m["fp32"]) == {"loss", "accuracy"} and m["fp32"]["accuracy"] == 1.0
+    assert metric_drop("accuracy", m["fp32"]["accuracy"], m["quantized"]["accuracy"]) <= 0.2
+    assert metric_drop("loss", m["fp32"]["loss"], m["quantized"]["loss"]) <= 0.2
+    assert "metric accuracy: fp32 1" in r.out

@@ -31,10 +31,12 @@ GOALS = {"GPT-mini": "<= 0.6 at batch 32", "BERT-4 (d=256, T=128)": "<= 0.6 at b
 
 
 def _quantized(built: Any, tmp: Path, name: str, overrides: list[str], mode: str, recipe: str | None) -> tuple[Path, Path]:
+    import onnx
+
     import graphc
     from graphc.export.calibrate import reader_for
     from graphc.export.quant_cli import QuantOptions
-    from graphc.export.quantize import quantize_file
+    from graphc.export.quantize import quantize_file, stamp
 
     spec = ROOT / "specs" / f"{name}.yaml"
     fp32, int8 = tmp / f"{name}.fp32.onnx", tmp / f"{name}.int8.onnx"
@@ -47,6 +49,7 @@ def _quantized(built: Any, tmp: Path, name: str, overrides: list[str], mode: str
     opts = QuantOptions(mode, data=recipe, calibration_batches=16)
     reader = reader_for(graphc.check(spec, overrides), opts, 0) if mode == "int8-static" else None
     quantize_file(fp32, int8, opts, [], reader)
+    stamp(onnx.load(str(fp32)), int8, opts, [])  # as compile ships it: graphc's metadata kept, per-node metadata dropped
     return fp32, int8
 
 
@@ -93,10 +96,39 @@ def _latency_rows(tmp: Path) -> list[tuple[str, str, str]]:
             goal = GOALS.get(label, "") if batch == 32 else ""
             rows.append((f"{label} {mode}, batch {batch}: int8/fp32 ORT", f"{q / f:.2f}x",
                          f"fp32 ORT {f:.3f} ms, int8 ORT {q:.3f} ms, torch eager {e:.3f} ms {goal}".rstrip()))
-        ratio = int8.stat().st_size / fp32.stat().st_size
-        rows.append((f"{label}: int8/fp32 file size", f"{ratio:.2f}x",
-                     f"{fp32.stat().st_size / 1e6:.2f} MB -> {int8.stat().st_size / 1e6:.2f} MB"
-                     + (" (goal <= 0.3)" if label == "GPT-mini" else "")))
+        rows.append(_size_row(label, fp32, int8))
+    return rows
+
+
+def _weight_bytes(path: Path) -> int:
+    """Bytes of the initializers (weights, scales, zero points) of an ONNX file."""
+    import onnx
+    from onnx import numpy_helper
+
+    return sum(numpy_helper.to_array(t).nbytes for t in onnx.load(str(path)).graph.initializer)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+def _size_row(label: str, fp32: Path, int8: Path) -> tuple[str, str, str]:
+    """Whole-file and weights-only int8/fp32 ratios: the files are what compile writes
+    (model.fp32.onnx as exported, model.onnx without the exporter's per-node metadata)."""
+    a, b = fp32.stat().st_size, int8.stat().st_size
+    wa, wb = _weight_bytes(fp32), _weight_bytes(int8)
+    return (f"{label}: int8/fp32 file size", f"{b / a:.4f}x",
+            f"{_mb(a)} -> {_mb(b)}; weights only {wb / wa:.4f}x ({_mb(wa)} -> {_mb(wb)})"
+            + (" (goal <= 0.3)" if label == "GPT-mini" else ""))
+
+
+def size_rows() -> list[tuple[str, str, str]]:
+    """Only the file-size rows (no timing, no training): ``python tools/benchmarks/bench_quant.py --sizes``."""
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for label, name, overrides, mode in MODELS:
+            fp32, int8 = _quantized(None, Path(d), name, overrides, mode, "spec" if mode == "int8-static" else None)
+            rows.append(_size_row(label, fp32, int8))
     return rows
 
 
@@ -153,3 +185,13 @@ def run() -> list[tuple[str, str, str]]:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         return _latency_rows(tmp) + _task_rows(tmp)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--sizes"]:
+        sys.exit("usage: bench_quant.py --sizes   (the whole section: tools/bench quant)")
+    sys.path.insert(0, str(ROOT))
+    for metric, value, note in size_rows():
+        print(f"  {metric:<55} {value:>14}   {note}", flush=True)
