@@ -1,7 +1,7 @@
 """graphc sweep: search-space validation, static rejection, workers, resume after kill -9.
 
 Trials are tiny (a handful of steps, small widths, no torch.compile) so the whole file stays
-within CI's budget; the acceptance run at full length is ``tools/bench sweep`` (docs/benchmarks.md).
+within CI's budget; the acceptance run at full length is ``tools/sweep_acceptance`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
