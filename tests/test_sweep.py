@@ -1,7 +1,7 @@
 """graphc sweep: search-space validation, static rejection, workers, resume after kill -9.
 
 Trials are tiny (a handful of steps, small widths, no torch.compile) so the whole file stays
-within CI's budget; the acceptance run at full length is ``tools/bench sweep`` (docs/benchmarks.md).
+within CI's budget; the acceptance run at full length is ``tools/sweep_acceptance`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -22,18 +22,19 @@ from hostile import assert_clean, run_guarded, snapshot
 
 import graphc
 from graphc.errors import GraphcError
+from graphc.sweep.results import SweepSummary
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs" / "sweep" / "digits_cnn_deep.yaml"
 
 SMALL = """\
 objective: {metric: val_accuracy, mode: max}
-trials: 10
-trial: {steps: 6, eval_every: 3}
+trials: 8
+trial: {steps: 4, eval_every: 2}
 fixed: {train.compile: none, train.batch_size: 64}
 budget: {params: 25000}
 pruner: none
-seed: 3
+seed: 7
 space:
   c1: {type: choice, choices: [4, 8]}
   c2: {type: choice, choices: [8, 16, 48]}
@@ -43,6 +44,13 @@ space:
   drop: {type: float, low: 0.0, high: 0.5}
   train.optimizer.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
 """
+
+
+Small = tuple[Path, Path, SweepSummary]  # the shared study: its folder, its space file, its summary
+
+# The spec's own configuration, moved into SMALL's space and budget: the study's trial 0.
+BASE = {"c1": 8, "c2": 16, "depth": 0, "groups": 1, "hidden": 16, "drop": 0.1, "train.optimizer.lr": 0.003}
+BASE_SETS = ["c1=8", "c2=16", "hidden=16"]  # the others are the spec's and recipe's own values
 
 
 def _space(tmp_path: Path, text: str = SMALL, name: str = "space.yaml") -> Path:
@@ -169,12 +177,21 @@ def test_space_and_static_check_import_neither_torch_nor_optuna(tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr
 
 
-def test_sweep_rejects_without_training_and_writes_results(tmp_path: Path) -> None:
-    study_dir = tmp_path / "study"
-    s = graphc.sweep(SPEC, _space(tmp_path), study_dir, show=False)
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory: pytest.TempPathFactory) -> Small:
+    """One study of SMALL shared by the tests below (each sweep costs seconds of training):
+    (study folder, space file, summary)."""
+    tmp = tmp_path_factory.mktemp("small")
+    space = _space(tmp)
+    study_dir = tmp / "study"
+    return study_dir, space, graphc.sweep(SPEC, space, study_dir, overrides=BASE_SETS, show=False)
+
+
+def test_sweep_rejects_without_training_and_writes_results(small_study: Small) -> None:
+    study_dir, _, s = small_study
     study = _load(study_dir)
     trials = study.get_trials()  # type: ignore[attr-defined]
-    assert len(trials) == s.trials == 10
+    assert len(trials) == s.trials == 8
     rejected = [t for t in trials if t.user_attrs.get("rejected")]
     trained = [t for t in trials if not t.user_attrs.get("rejected")]
     kinds = {t.user_attrs["rejected"] for t in rejected}
@@ -195,7 +212,7 @@ def test_sweep_rejects_without_training_and_writes_results(tmp_path: Path) -> No
     # the table, the summary and the best configuration, ready to train
     rows = list(csv.DictReader((study_dir / "trials.csv").open()))
     assert [r["state"] for r in rows] == [("rejected" if t.user_attrs.get("rejected") else "complete") for t in trials]
-    best = max(trained, key=lambda t: t.value)
+    best = min(trained, key=lambda t: (-t.value, t.number))  # the best objective; ties: the earliest
     assert s.best_trial == best.number and s.best_value == best.value
     tg = graphc.check(study_dir / "best" / "spec.yaml")
     assert tg.flat.spec.params["c2"] == best.params["c2"] and tg.flat.spec.params["hidden"] == best.params["hidden"]
@@ -203,17 +220,51 @@ def test_sweep_rejects_without_training_and_writes_results(tmp_path: Path) -> No
 
     r = load_recipe(tg.flat.spec, study_dir / "best" / "recipe.yaml").recipe
     assert r.optimizer.lr == best.params["train.optimizer.lr"] and r.compile == "none" and r.epochs == 20  # the recipe's own length
+    assert r.loss.label_smoothing == 0.1 and r.schedule is not None  # the recipe's regularisation is kept
     assert json.loads((study_dir / "summary.json").read_text())["best_trial"] == best.number
     for name, where in s.plots.items():  # drawn, or skipped with a reason
         assert Path(where).is_file() if not where.startswith("skipped") else name in s.plots
-    # a second run into the same folder is refused (--resume continues it: the test below)
-    with pytest.raises(GraphcError, match="already holds a study: add --resume"):
-        graphc.sweep(SPEC, _space(tmp_path), study_dir, show=False)
+
+
+def test_first_trial_is_the_spec_as_it_stands(small_study: Small) -> None:
+    """Trial 0 trains the spec's (and recipe's) current values, so the sweep never ends below them."""
+    study_dir, _, s = small_study
+    first = _load(study_dir).get_trials()[0]  # type: ignore[attr-defined]
+    assert first.params == BASE and first.user_attrs["base"] is True
+    assert first.state.name == "COMPLETE" and s.best_value >= first.value
+
+
+def test_second_sweep_into_a_study_is_refused(small_study: Small) -> None:
+    study_dir, space, _ = small_study
+    with pytest.raises(GraphcError, match="already holds a study: add --resume"):  # --resume continues it: tested below
+        graphc.sweep(SPEC, space, study_dir, overrides=BASE_SETS, show=False)
+
+
+def test_base_outside_the_space_is_not_enqueued(tmp_path: Path) -> None:
+    """The spec as shipped (c1 32) is no point of SMALL (c1 4 or 8): the sampler starts alone."""
+    from graphc.sweep.study import Settings, base_values, load_inputs
+
+    st = Settings(spec=str(SPEC), space=str(_space(tmp_path)), study_dir="x", study_name="x")
+    assert base_values(load_inputs(st), None) == (None, "c1 is 32, outside the space")
+    st.spec_overrides = BASE_SETS
+    assert base_values(load_inputs(st), None) == (BASE, "")
+
+
+def test_ties_go_to_the_earliest_trial() -> None:
+    import optuna
+
+    from graphc.sweep.results import _best
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    for x, v in ((0.5, 0.9), (0.1, 1.0), (0.7, 1.0), (0.2, 0.3)):
+        study.add_trial(optuna.trial.create_trial(params={"x": x}, distributions=dist, value=v))
+    assert _best(study).number == 1
 
 
 # --- workers and resume ---------------------------------------------------------------------------------
 
-SLOW = SMALL.replace("trials: 10", "trials: 4").replace("steps: 6, eval_every: 3", "steps: 20, eval_every: 2").replace(
+SLOW = SMALL.replace("trials: 8", "trials: 3").replace("steps: 4, eval_every: 2", "steps: 12, eval_every: 2").replace(
     "c2: {type: choice, choices: [8, 16, 48]}", "c2: {type: choice, choices: [8, 16]}").replace("groups: {type: choice, choices: [1, 3]}",
                                                                                                 "groups: {type: choice, choices: [1, 2]}")
 
@@ -255,7 +306,7 @@ def test_two_workers_share_a_study_and_kill_9_then_resume(tmp_path: Path) -> Non
     assert "died during the trial" in killed[0].user_attrs["reason"]
     assert not [t for t in trials if t.state.name == "RUNNING"]
     finished = [t for t in trials if not t.user_attrs.get("killed")]
-    assert len(finished) == 4 and s.trials == 5  # the study completed its 4 trials; the lost one stays recorded
+    assert len(finished) == 3 and s.trials == 4  # the study completed its 3 trials; the lost one stays recorded
     assert len({t.number for t in trials}) == len(trials)
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) >= 3  # two workers shared the study, then the resuming process
@@ -299,12 +350,12 @@ def _postgres() -> tuple[str, Path, list[str]]:
 def test_postgresql_storage(tmp_path: Path) -> None:
     url, base, stop = _postgres()
     try:
-        text = SMALL.replace("trials: 10", "trials: 3").replace("steps: 6", "steps: 3")
+        text = SMALL.replace("trials: 8", "trials: 2").replace("steps: 4", "steps: 2")
         s = graphc.sweep(SPEC, _space(tmp_path, text), tmp_path / "study", storage=url, show=False)
         import optuna
 
         study = optuna.load_study(study_name="study", storage=url)
-        assert len(study.trials) == s.trials == 3
+        assert len(study.trials) == s.trials == 2
         assert not (tmp_path / "study" / JOURNAL_NAME).exists()  # the trials live in the database
         manifest = json.loads((tmp_path / "study" / "sweep.json").read_text())
         assert manifest["storage"] == "rdb" and url.split("?")[0] not in json.dumps(manifest)  # no URL (password) in the folder

@@ -16,6 +16,7 @@ from graphc.sweep.study import (
     MANIFEST,
     Settings,
     counted,
+    enqueue_base,
     fail_dead_trials,
     load_inputs,
     open_study,
@@ -118,6 +119,10 @@ def sweep(
             shutil.rmtree(study, ignore_errors=True)
         raise
     _write_manifest(study, st)
+    if not resume:
+        note = enqueue_base(opt_study, loaded, st.config)
+        if show:
+            print(note)
     if resume:
         lost = fail_dead_trials(opt_study)
         if lost and show:

@@ -71,10 +71,16 @@ def summarize_study(study: Any, plots: dict[str, str] | None = None) -> SweepSum
 
 
 def _best(study: Any) -> Any:
-    try:
-        return study.best_trial
-    except ValueError:  # no complete trial yet
+    """The complete trial with the best objective (on the validation split); ties go to the
+    earliest, so the spec's own configuration (trial 0) stays best unless a trial beats it.
+    (Written out because Optuna's ``best_trial`` leaves the order of ties to the storage.)"""
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    if not done:
         return None
+    sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0
+    return min(done, key=lambda t: (sign * t.value, t.number))
 
 
 def trial_rows(study: Any) -> tuple[list[str], list[dict[str, Any]]]:

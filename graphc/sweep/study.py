@@ -180,6 +180,84 @@ def open_study(st: Settings, space: Space, create: bool) -> Any:
         raise GraphcError(f"--resume: the storage holds no study named '{st.study_name}'") from None
 
 
+# --- the starting point ----------------------------------------------------------------------------
+
+
+_ABSENT = object()
+
+
+def base_values(loaded: Loaded, config: str | None) -> tuple[dict[str, Any] | None, str]:
+    """The spec's and recipe's current value of each key of the space (the configuration the
+    sweep starts from), or None and why when one of them lies outside the space."""
+    values: dict[str, Any] = {}
+    for key, p in loaded.space.params.items():
+        if p.when and any(values.get(cond, _ABSENT) != want for cond, want in p.when.items()):
+            continue
+        value = current_value(loaded, config, key)
+        if value is _ABSENT or not in_space(p, value):
+            shown = "no value" if value is _ABSENT else repr(value)
+            return None, f"{key} is {shown}, outside the space"
+        values[key] = value
+    return values, ""
+
+
+def current_value(loaded: Loaded, config: str | None, key: str) -> Any:
+    """A key's value as the spec and recipe stand (``train.*``: the validated recipe, so a
+    field the recipe leaves out has its default)."""
+    parts = key.split(".")
+    if parts[0] == "train":
+        from graphc.train.recipe import load_recipe
+
+        try:
+            node: Any = load_recipe(loaded.spec, config).recipe
+        except GraphcError:
+            return _ABSENT
+        for part in parts[1:]:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif not isinstance(node, (list, dict)) and hasattr(node, part):
+                node = getattr(node, part)
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                return _ABSENT
+        return node
+    if len(parts) == 1 and key in loaded.spec.params:
+        return loaded.spec.params[key]
+    node = loaded.spec.raw
+    for part in parts:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _ABSENT
+    return node
+
+
+def in_space(p: IntRange | FloatRange | Choice, value: Any) -> bool:
+    """Could the sampler have drawn ``value`` for ``p``? (Optuna refuses to enqueue others.)"""
+    if isinstance(p, Choice):
+        return any(type(value) is type(c) and value == c for c in p.choices)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(p, IntRange):
+        return isinstance(value, int) and p.low <= value <= p.high and (p.log or (value - p.low) % p.step == 0)
+    if not p.low <= value <= p.high:
+        return False
+    return p.step is None or abs(round((value - p.low) / p.step) * p.step - (value - p.low)) < 1e-9
+
+
+def enqueue_base(study: Any, loaded: Loaded, config: str | None) -> str:
+    """Make the spec's own configuration the study's first trial, so that a sweep never ends
+    worse than where it started (on the objective); returns a line saying what was done."""
+    values, why = base_values(loaded, config)
+    if values is None:
+        return f"the spec's own configuration is not a point of the space ({why}): not tried first"
+    study.enqueue_trial(values, user_attrs={"base": True}, skip_if_exists=True)
+    return "trial 0 is the spec's own configuration: " + ", ".join(f"{k}={v}" for k, v in values.items())
+
+
 # --- one trial ---------------------------------------------------------------------------------
 
 

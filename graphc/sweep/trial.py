@@ -83,7 +83,8 @@ def _child(spec: str, run_dir: str, config: str | None, overrides: list[str], th
 
     torch.set_num_threads(threads)
     try:
-        train(spec, run_dir, config=config, overrides=overrides, quiet=True)
+        # force: the folder is this trial's own (new trial number), made above for train.log
+        train(spec, run_dir, config=config, overrides=overrides, quiet=True, force=True)
     except GraphcError as e:
         write_text(os.path.join(run_dir, "error.txt"), str(e) + "\n")
         os._exit(1)
