@@ -120,12 +120,22 @@ class Expander:
         return flat, errors
 
     def resolve_outputs(self, top: _Scope) -> tuple[dict[str, Ref], dict[str, Pos]]:
+        """Resolve the spec's outputs; in list form ``node.port`` is named ``node_port``.
+
+        Naming a list entry by its whole reference (not the text before the dot) keeps the
+        outputs of a multi-output node apart (``[parts.0, parts.1]``); two entries that
+        still share a name (``[a, a]``) are an error at the second, never a silent drop.
+        """
         raw_out = self.spec.doc.outputs
-        pairs = raw_out.items() if isinstance(raw_out, dict) else [(r.split(".")[0], r) for r in raw_out]
+        pairs = raw_out.items() if isinstance(raw_out, dict) else [(_list_output_name(r), r) for r in raw_out]
         out: dict[str, Ref] = {}
         pos_map: dict[str, Pos] = {}
         for i, (name, ref) in enumerate(pairs):
             pos = self.spec.pos("outputs", name if isinstance(raw_out, dict) else i)
+            if name in pos_map:
+                first = pos_map[name]
+                self.errors.error(f"outputs.{name}: output name '{name}' is already used by the output at line {first.line}", pos)
+                continue
             pos_map[name] = pos
             if not isinstance(name, str) or not name.isidentifier():
                 self.errors.error(f"outputs.{name}: an output name must be an identifier", pos)
@@ -611,3 +621,8 @@ def expand_partial(spec: Spec) -> tuple[FlatSpec, list[Diagnostic]]:
 
 
 __all__ = ["expand_partial"]
+
+
+def _list_output_name(ref: Any) -> Any:
+    """The name of a list-form output: ``node`` for ``node``, ``node_port`` for ``node.port``."""
+    return ref.replace(".", "_") if isinstance(ref, str) else ref
