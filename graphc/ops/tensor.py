@@ -34,12 +34,85 @@ class _Binary(OpArgs):
         return prod(outs[0])
 
 
+class _Merge(OpArgs):
+    """Elementwise merge of two or more inputs, broadcast together (``in: [a, b, c, d]``).
+
+    Folded left to right with the binary torch function, so two inputs lower to exactly one
+    ``torch.<fn>(a, b)`` call (the same code as a binary op) and N inputs to N-1 calls.
+    """
+
+    family: ClassVar[str] = "tensor"
+    inputs: ClassVar[tuple[str, ...]] = ("a", "b", "*more")
+    examples: ClassVar[tuple[Example, ...]] = (
+        Example({}, ("B,T,4", "B,T,4")),
+        Example({}, ("B,T,4", "4"), id="broadcast"),
+        Example({}, ("B,T,4", "B,T,4", "4", "B,1,4"), id="four"),
+    )
+    fn: ClassVar[str] = "add"
+
+    def infer(self, *xs: TensorType) -> TensorType:
+        return TensorType(broadcast(*(x.shape for x in xs)), promote(*xs))
+
+    def lower(self, ctx: LowerContext, *xs: Any) -> Any:
+        out = xs[0]
+        for x in xs[1:]:
+            out = getattr(torch, self.fn)(out, x)
+        return out
+
+    def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
+        return (len(ins) - 1) * prod(outs[0])
+
+
 @op("add")
-class Add(_Binary):
-    """Elementwise ``a + b`` with broadcasting (residual connections)."""
+class Add(_Merge):
+    """Elementwise sum of two or more inputs with broadcasting (residual connections, ``in: [a, b, c]``)."""
 
     onnx: ClassVar[Onnx] = Onnx(("Add",))
     fn: ClassVar[str] = "add"
+
+
+@op("mul")
+class Mul(_Merge):
+    """Elementwise product of two or more inputs with broadcasting (gating)."""
+
+    onnx: ClassVar[Onnx] = Onnx(("Mul",))
+    fn: ClassVar[str] = "mul"
+
+
+@op("maximum")
+class Maximum(_Merge):
+    """Elementwise maximum of two or more inputs with broadcasting (``max`` reduces over dims)."""
+
+    onnx: ClassVar[Onnx] = Onnx(("Max",))
+    fn: ClassVar[str] = "maximum"
+
+
+@op("minimum")
+class Minimum(_Merge):
+    """Elementwise minimum of two or more inputs with broadcasting (``min`` reduces over dims)."""
+
+    onnx: ClassVar[Onnx] = Onnx(("Min",))
+    fn: ClassVar[str] = "minimum"
+
+
+@op("average")
+class Average(_Merge):
+    """Elementwise mean of two or more inputs with broadcasting (``mean`` reduces over dims)."""
+
+    onnx: ClassVar[Onnx] = Onnx(("Add", "Div"), atol=1e-6)
+    fn: ClassVar[str] = "add"
+
+    def infer(self, *xs: TensorType) -> TensorType:
+        t = super().infer(*xs)
+        if t.dtype not in FLOAT_DTYPES:
+            raise OpError(f"average needs floating-point inputs, got {', '.join(x.dtype for x in xs)}")
+        return t
+
+    def lower(self, ctx: LowerContext, *xs: Any) -> Any:
+        return torch.div(super().lower(ctx, *xs), len(xs))
+
+    def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
+        return len(ins) * prod(outs[0])
 
 
 @op("sub")
@@ -48,14 +121,6 @@ class Sub(_Binary):
 
     onnx: ClassVar[Onnx] = Onnx(("Sub",))
     fn: ClassVar[str] = "sub"
-
-
-@op("mul")
-class Mul(_Binary):
-    """Elementwise ``a * b`` with broadcasting (gating)."""
-
-    onnx: ClassVar[Onnx] = Onnx(("Mul",))
-    fn: ClassVar[str] = "mul"
 
 
 @op("div")

@@ -319,7 +319,7 @@ class Expander:
         variadic = opdef.max_inputs is None
         refs: list[tuple[str, Pos]]
         if isinstance(given, dict):
-            if variadic:
+            if variadic and opdef.min_inputs == 0:  # add's {a: .., b: ..} stays valid; concat has no input names
                 self.errors.error(f"{scope.at(where)}: op '{model.op_name}' takes a list of inputs, not a mapping", pos)
                 return [], False
             by_name: dict[str, tuple[str, Pos]] = {}
