@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,3 +82,44 @@ def test_state_output_by_index() -> None:
             "nodes": {"r": {"op": "lstm", "hidden": 3}}, "outputs": {"seq": "r.0", "h": "r.h", "c": "r.c"}}
     types = {k: str(v) for k, v in graphc.check(spec).output_types().items()}
     assert types == {"seq": "[B, T, 3]", "h": "[1, B, 3]", "c": "[1, B, 3]"}
+
+
+def test_unbatched_cross_attention_matches_torch_multihead_attention() -> None:
+    node = {"op": "attention", "in": {"query": "q", "key": "k", "value": "v", "key_padding_mask": "m"}, "heads": 2}
+    tg = graphc.check(_spec(node, q="T,8", k="S,8", v="S,8", m="S:bool"))
+    assert tg.types[tg.flat.outputs["y"]].concrete({"T": 4, "S": 6}) == (4, 8)
+    gm = graphc.build(tg, seed=0).eval()
+    sd = gm.state_dict()
+    ref = torch.nn.MultiheadAttention(8, 2).eval()  # unbatched inputs: [T, D], [S, D], mask [S]
+    ref.load_state_dict({
+        "in_proj_weight": torch.cat([sd[f"n.{p}.weight"] for p in "qkv"]),
+        "in_proj_bias": torch.cat([sd[f"n.{p}.bias"] for p in "qkv"]),
+        "out_proj.weight": sd["n.proj.weight"], "out_proj.bias": sd["n.proj.bias"],
+    })
+    q, k, v = torch.randn(4, 8), torch.randn(6, 8), torch.randn(6, 8)
+    mask = torch.tensor([False, False, False, True, True, False])
+    with torch.no_grad():
+        torch.testing.assert_close(gm(q, k, v, mask), ref(q, k, v, key_padding_mask=mask)[0], atol=1e-5, rtol=0)
+
+
+def test_unbatched_equals_a_batch_of_one() -> None:
+    node = {"op": "attention", "in": "x", "heads": 2, "causal": True}
+    batched = graphc.build(_spec(node, x="B,T,8"), seed=0).eval()
+    unbatched = graphc.build(_spec(node, x="T,8"), seed=0).eval()
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(unbatched(x), batched(x[None])[0])
+
+
+def test_unbatched_query_needs_unbatched_key_and_masks() -> None:
+    with pytest.raises(GraphcError, match=r"key \[S, D\] \(the query is unbatched\) must have rank 2"):
+        graphc.check(_spec({"op": "attention", "in": ["q", "k"], "heads": 2}, q="T,8", k="B,S,8"))
+    spec = _spec({"op": "attention", "in": {"query": "x", "key_padding_mask": "m"}, "heads": 2}, x="T,8", m="B,T:bool")
+    with pytest.raises(GraphcError, match=r"key_padding_mask must be bool \[S\]"):
+        graphc.check(spec)
+
+
+def test_unbatched_attention_exports_and_verifies(tmp_path: Path) -> None:
+    node = {"op": "attention", "in": {"query": "q", "key": "k", "attn_mask": "a"}, "heads": 2}
+    res = graphc.export_onnx(_spec(node, q="T,8", k="S,12", a="2,T,S:bool"), tmp_path / "a.onnx")
+    assert res.verify is not None and res.verify.passed and set(res.verify.outputs) == {"y"}

@@ -33,7 +33,9 @@ class Attention(OpArgs):
     ``q``/``k``/``v``).  ``proj`` maps the heads back to ``out`` (default: Dq).
     ``key_padding_mask`` is bool ``[B, S]``, True = ignore that key; a bool ``attn_mask``
     (``[T, S]``, ``[B, T, S]``, ``[B, H, T, S]``) also means True = ignore, a float one is added
-    to the scores.  ``kv_heads`` < ``heads`` gives grouped-query attention; ``rotary`` applies
+    to the scores.  Like ``nn.MultiheadAttention`` it also takes unbatched inputs: query
+    ``[T, Dq]``, key/value ``[S, D]``, ``key_padding_mask`` ``[S]``, ``attn_mask`` ``[T, S]`` or
+    ``[H, T, S]``.  ``kv_heads`` < ``heads`` gives grouped-query attention; ``rotary`` applies
     RoPE to q and k.
     """
 
@@ -47,6 +49,8 @@ class Attention(OpArgs):
         Example({"heads": 2, "head_dim": 3}, ("B,T,8", "B,L,12", "B,L,4", "B,L:bool"), sizes=_SEQ, id="cross-kv-mask"),
         Example({"heads": 4, "kv_heads": 2, "rotary": True, "causal": True, "bias": False}, ("B,T,16",), sizes=_SEQ, id="gqa-rope"),
         Example({"heads": 2, "dropout": 0.1}, ("B,T,8", "B,L,8", "B,L,8", "B,L:bool", "T,L:bool"), sizes=_SEQ, id="both-masks"),
+        Example({"heads": 2, "causal": True}, ("T,16",), sizes=_SEQ, id="unbatched-self"),
+        Example({"heads": 2, "head_dim": 3}, ("T,8", "L,12", "L,4", "L:bool", "2,T,L:bool"), sizes=_SEQ, id="unbatched-cross-masks"),
     )
 
     heads: PositiveInt = Field(description="number of attention heads")
@@ -84,30 +88,35 @@ class Attention(OpArgs):
         self, query: TensorType, key: TensorType | None = None, value: TensorType | None = None,
         key_padding_mask: TensorType | None = None, attn_mask: TensorType | None = None,
     ) -> TensorType:
-        need_rank(query, 3, what="query [B, T, D]")
+        need_rank(query, 2, 3, what="query [B, T, D] (or unbatched [T, D])")
         need_float(query, "query")
         self._dims(query)
         self._kind(key, value)
         kv = key if key is not None else query
         for name, t in (("key", key), ("value", value)):
             if t is not None:
-                need_rank(t, 3, what=f"{name} [B, S, D]")
+                need_rank(t, query.rank, what=f"{name} [B, S, D]" if query.rank == 3 else f"{name} [S, D] (the query is unbatched)")
                 need_float(t, name)
                 self.static(t.shape[-1], f"the {name}'s feature dim")
-        if value is not None and key is not None and value.shape[1] != key.shape[1]:
+        if value is not None and key is not None and value.shape[-2] != key.shape[-2]:
             raise OpError(f"key {key} and value {value} have different lengths")
         self._check_masks(query, kv, key_padding_mask, attn_mask)
         return query.with_shape((*query.shape[:-1], self.out or query.shape[-1]))
 
     @staticmethod
     def _check_masks(query: TensorType, kv: TensorType, kpm: TensorType | None, am: TensorType | None) -> None:
+        """Mask shapes, with the batch dim left out when the query is unbatched ``[T, D]``."""
+        t, s, batched = query.shape[-2], kv.shape[-2], query.rank == 3
         if kpm is not None:
-            if kpm.dtype != "bool" or kpm.rank != 2:
-                raise OpError(f"key_padding_mask must be bool [B, S] (True = ignore), got {kpm.dtype} {kpm}")
-            if kpm.shape[1] != kv.shape[1]:
-                raise OpError(f"key_padding_mask {kpm} does not match {kv.shape[1]} keys")
-        if am is not None and (am.rank not in (2, 3, 4) or am.shape[-2:] != (query.shape[1], kv.shape[1])):
-            raise OpError(f"attn_mask must be [T, S], [B, T, S] or [B, H, T, S] with T={query.shape[1]}, S={kv.shape[1]}; got {am}")
+            want = "[B, S]" if batched else "[S]"
+            if kpm.dtype != "bool" or kpm.rank != query.rank - 1:
+                raise OpError(f"key_padding_mask must be bool {want} (True = ignore), got {kpm.dtype} {kpm}")
+            if kpm.shape[-1] != s:
+                raise OpError(f"key_padding_mask {kpm} does not match {s} keys")
+        ranks = (2, 3, 4) if batched else (2, 3)
+        if am is not None and (am.rank not in ranks or am.shape[-2:] != (t, s)):
+            forms = "[T, S], [B, T, S] or [B, H, T, S]" if batched else "[T, S] or [H, T, S] (the query is unbatched)"
+            raise OpError(f"attn_mask must be {forms} with T={t}, S={s}; got {am}")
 
     def params(
         self, query: TensorType, key: TensorType | None = None, value: TensorType | None = None,
@@ -139,17 +148,24 @@ class Attention(OpArgs):
             rt.Attention, dq, dk, dv, self.heads, kvh, hd, self.out or dq, kind=self._kind(k_t, v_t),
             causal=self.causal, dropout=self.dropout, bias=self.bias, rope_base=self.rope_base if self.rotary else 0.0,
         )
-        return mod(query, *rest)
+        if in_type(ctx).rank == 3:
+            return mod(query, *rest)
+        # unbatched [T, D] (as nn.MultiheadAttention takes it): run as a batch of one; an
+        # attn_mask [T, S] already broadcasts over the batch, [H, T, S] gains the batch dim
+        batched = [x if x is None or (i == 3 and t is not None and t.rank == 2) else x.unsqueeze(0)
+                   for i, (x, t) in enumerate(zip(rest, types[1:], strict=False))]
+        return mod(query.unsqueeze(0), *batched).squeeze(0)
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
         """Projections plus the two attention matmuls (scores and weighted sum).
 
-        ``ins`` lists only the inputs given, so a rank-3 second input is taken as the key
-        (a self-attention with a ``[B, T, S]`` mask is then estimated as cross-attention).
+        ``ins`` lists only the inputs given, so a second input of the query's rank is taken as
+        the key (a self-attention with a ``[B, T, S]`` mask is then estimated as cross-attention).
         """
-        b, t, dq = ins[0]
-        key = ins[1] if len(ins) > 1 and len(ins[1]) == 3 else None
-        s, dk = (key[1], key[2]) if key is not None else (t, dq)
+        rank = len(ins[0])
+        b, t, dq = ins[0] if rank == 3 else (1, *ins[0])
+        key = ins[1] if len(ins) > 1 and len(ins[1]) == rank else None
+        s, dk = (key[-2], key[-1]) if key is not None else (t, dq)
         hd = self.head_dim or dq // self.heads
         inner, kv_inner = self.heads * hd, (self.kv_heads or self.heads) * hd
         proj = 2 * b * (t * dq * inner + 2 * s * dk * kv_inner + t * inner * outs[0][-1])
