@@ -7,6 +7,7 @@ from pathlib import Path
 
 import onnx
 import torch
+from conftest import run_cli
 
 import graphc
 
@@ -47,3 +48,9 @@ def test_list_outputs_export_both_ports_verified(tmp_path: Path) -> None:
     assert [o.name for o in model.graph.output] == ["parts_0", "parts_1", "fc"]
     dims = [[d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim] for o in model.graph.output]
     assert dims == [["B", 2], ["B", 4], ["B", 6]]
+
+
+def test_check_reports_every_list_output(tmp_path: Path) -> None:
+    r = run_cli("check", str(_spec(tmp_path)))
+    assert r.code == 0, r.err
+    assert "outputs parts_0 [B, 2], parts_1 [B, 4], fc [B, 6]" in r.out
