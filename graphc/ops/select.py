@@ -7,6 +7,7 @@ need no flag of their own.  ``values`` outputs of ``topk``/``sort`` are differen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from math import prod
 from typing import Any, ClassVar
@@ -25,6 +26,12 @@ INT_DTYPES = ("int64", "int32")
 def _need_index(t: TensorType, what: str) -> None:
     if t.dtype not in INT_DTYPES:
         raise OpError(f"{what} must be an int64 or int32 tensor, got {t.dtype} {t}")
+
+
+def _declared_high(facts: Facts) -> int | None:
+    """The exclusive upper bound of the index input's declared value range, if any."""
+    r = facts.range_of(1)
+    return None if r is None else math.ceil(r[1])
 
 
 # ordering ---------------------------------------------------------------------------
@@ -162,7 +169,8 @@ class Argmin(_ArgReduce):
 class IndexSelect(OpArgs):
     """Entries ``index`` of ``dim``, in that order: a literal list (``index: [0, 2]``) or a 1-D int tensor input.
 
-    Literal indices may be negative and are checked against a fixed-size dim.
+    Literal indices are checked against a fixed-size dim and may then be negative; against a
+    symbolic dim they must be non-negative (torch raises at run time for one past the end).
     """
 
     family: ClassVar[str] = "select"
@@ -170,21 +178,31 @@ class IndexSelect(OpArgs):
     onnx: ClassVar[Onnx] = Onnx(("Gather",))
     examples: ClassVar[tuple[Example, ...]] = (
         Example({"dim": -1, "index": [3, 0, 0, -1]}, ("B,T,4",)),
-        Example({"dim": 1}, ("B,T,4", "3:int64<5"), sizes=({"B": 2, "T": 5}, {"B": 3, "T": 7}), id="tensor"),
+        Example({"dim": 1}, ("B,T,4", "3:int64<2"), sizes=({"B": 2, "T": 5}, {"B": 3, "T": 7}), id="tensor"),
     )
     dim: int = Field(description="the dim to pick from")
     index: list[int] | None = Field(None, min_length=1, description="literal indices; else the second input")
+
+    def _literal(self, x: TensorType) -> list[int]:
+        """The literal indices, non-negative (``torch.index_select`` takes no negative index)."""
+        assert self.index is not None
+        d = norm_dim(self.dim, x.rank)
+        n = x.shape[d]
+        if not isinstance(n, int):
+            if any(i < 0 for i in self.index):
+                raise OpError(f"a negative index needs a fixed-size dim, got symbolic '{n}' (dim {d} of {x})")
+            return list(self.index)
+        bad = [i for i in self.index if not -n <= i < n]
+        if bad:
+            raise OpError(f"index {bad[0]} is out of range for dim {d} of {x}")
+        return [i % n for i in self.index]
 
     def infer(self, x: TensorType, index: TensorType | None = None) -> TensorType:
         d = norm_dim(self.dim, x.rank)
         if (index is None) == (self.index is None):
             raise OpError("give the indices either as 'index: [...]' or as a second input, not both or neither")
         if self.index is not None:
-            n = x.shape[d]
-            bad = [i for i in self.index if isinstance(n, int) and not -n <= i < n]
-            if bad:
-                raise OpError(f"index {bad[0]} is out of range for dim {d} of {x}")
-            count: Any = len(self.index)
+            count: Any = len(self._literal(x))
         else:
             assert index is not None
             _need_index(index, "index")
@@ -193,10 +211,15 @@ class IndexSelect(OpArgs):
             count = index.shape[0]
         return x.with_shape((*x.shape[:d], count, *x.shape[d + 1 :]))
 
+    def check(self, facts: Facts, x: TensorType, index: TensorType | None = None) -> None:
+        n = facts.size(x.shape[norm_dim(self.dim, x.rank)])
+        top = max(self.index) + 1 if self.index is not None else _declared_high(facts)
+        if top is not None and top > n:
+            raise OpError(f"index {top - 1} is out of range for dim {self.dim} of {x} at its example size {n}")
+
     def lower(self, ctx: LowerContext, x: Any, index: Any = None) -> Any:
-        if self.index is not None:  # a list in the fx graph: no buffer, exported as a Gather of a constant
-            d = norm_dim(self.dim, in_type(ctx).rank)
-            return x[(slice(None),) * d + (list(self.index),)]
+        if self.index is not None:  # a literal in the graph (no buffer), on x's device; exports as a Gather of a constant
+            index = x.new_tensor(self._literal(in_type(ctx)), dtype=torch.int64)
         return torch.index_select(x, self.dim, index)
 
 
@@ -214,7 +237,7 @@ class Gather(OpArgs):
     onnx: ClassVar[Onnx] = Onnx(("GatherElements",))
     examples: ClassVar[tuple[Example, ...]] = (
         Example({"dim": -1}, ("B,T,8", "B,T,3:int64<8")),
-        Example({"dim": 1}, ("B,T,4", "B,2,4:int64<5"), sizes=({"B": 2, "T": 5}, {"B": 3, "T": 7}), id="dim1"),
+        Example({"dim": 1}, ("B,T,4", "B,2,4:int64<2"), sizes=({"B": 2, "T": 5}, {"B": 3, "T": 7}), id="dim1"),
     )
     dim: int = Field(description="the dim indexed by index's values")
 
@@ -228,6 +251,12 @@ class Gather(OpArgs):
             if i != d and not fits:
                 raise OpError(f"dim {i} of index {index} must not exceed dim {i} of x {x}")
         return TensorType(index.shape, x.dtype)
+
+    def check(self, facts: Facts, x: TensorType, index: TensorType) -> None:
+        n = facts.size(x.shape[norm_dim(self.dim, x.rank)])
+        top = _declared_high(facts)
+        if top is not None and top > n:
+            raise OpError(f"index values up to {top - 1} are out of range for dim {self.dim} of {x} at its example size {n}")
 
     def lower(self, ctx: LowerContext, x: Any, index: Any) -> Any:
         return torch.gather(x, self.dim, index)
