@@ -368,7 +368,8 @@ class Where(OpArgs):
 
     def lower(self, ctx: LowerContext, cond: Any, a: Any, b: Any = None) -> Any:
         if b is None:
-            v = self.value if in_type(ctx, 1).dtype in FLOAT_DTYPES else int(self.value or 0)
+            assert self.value is not None  # infer refused a missing false branch
+            v = self.value if in_type(ctx, 1).dtype in FLOAT_DTYPES else int(self.value)  # an int keeps an int a int
             return torch.where(cond, a, v)
         want = getattr(torch, promote(in_type(ctx, 1), in_type(ctx, 2)))
         return torch.where(cond, a.to(want), b.to(want))
