@@ -3,7 +3,7 @@
 Importing this package registers every built-in op; see :mod:`graphc.ops.registry`.
 """
 
-from graphc.ops import activation, attention, nn, pool, recurrent, tensor  # noqa: F401  (registers)
+from graphc.ops import activation, attention, nn, pool, recurrent, select, tensor  # noqa: F401  (registers)
 from graphc.ops.context import LowerContext
 from graphc.ops.registry import REGISTRY, Example, Onnx, OpArgs, OpDef, OpError, load_entry_points, op
 
