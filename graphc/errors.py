@@ -189,15 +189,23 @@ def first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def did_you_mean(name: str, choices: Iterable[object]) -> str:
-    """A ' (did you mean 'x'?)' suffix for the closest choice, or ''."""
+def closest(name: str, choices: Iterable[object]) -> str | None:
+    """The choice closest to ``name`` (compared case-folded, so 'GELU' finds 'gelu'), or None.
+
+    A name never matches itself: it is not a typo of anything.
+    """
     import difflib
 
-    # compared case-folded, so 'GELU' finds 'gelu'; a name never suggests itself
     folded: dict[str, str] = {}
     for c in choices:
         folded.setdefault(str(c).casefold(), str(c))
     close = difflib.get_close_matches(name.casefold(), list(folded), n=1, cutoff=0.6)
     if not close or folded[close[0]] == name:
-        return ""
-    return f" (did you mean '{folded[close[0]]}'?)"
+        return None
+    return folded[close[0]]
+
+
+def did_you_mean(name: str, choices: Iterable[object]) -> str:
+    """A ' (did you mean 'x'?)' suffix for the closest choice, or ''."""
+    match = closest(name, choices)
+    return f" (did you mean '{match}'?)" if match else ""

@@ -8,11 +8,10 @@ Every message names the spec path and the block copy it is in through :func:`~gr
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
-from graphc.errors import Diagnostic, Pos, did_you_mean
+from graphc.errors import Diagnostic, Pos, closest, did_you_mean
 from graphc.spec.ir import RESERVED, Ref, at
 from graphc.spec.model import BlockCall, BlockDef, BlockParam
 from graphc.spec.yaml_loader import YMap, locate
@@ -55,7 +54,7 @@ def call_params(call: BlockCall, bdef: BlockDef, raw: YMap, where: str, scope: s
             errors.append(Diagnostic(locate(raw, (key,)), f"{at(f'{where}.{key}', scope)}: block param '{key}' expects {want}, got {value!r}"))
             continue
         out[key] = float(value) if want == "float" else value  # type: ignore[arg-type]
-    typos = {m for k in given if k not in declared for m in difflib.get_close_matches(k, list(declared), n=1, cutoff=0.6)}
+    typos = {m for k in given if k not in declared if (m := closest(k, declared))}
     for key, p in declared.items():
         if key not in out and key not in given:
             if p.default is None and key not in typos:
@@ -85,7 +84,7 @@ def call_input_refs(
             Diagnostic(locate(raw, ("in", k), key=True), f"{at(f'{where}.in.{k}', scope)}: block '{call.block}' has no input '{k}'{did_you_mean(k, bdef.inputs)}")
             for k in unknown
         ]
-        typos = {m for k in unknown for m in difflib.get_close_matches(k, bdef.inputs, n=1, cutoff=0.6)}
+        typos = {m for k in unknown if (m := closest(k, bdef.inputs))}
         missing = [k for k in bdef.inputs if k not in given and k not in typos]
         if missing:
             errors.append(Diagnostic(pos, f"{at(f'{where}.in', scope)}: block '{call.block}' input '{missing[0]}' is not given"))

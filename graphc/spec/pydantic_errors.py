@@ -7,13 +7,12 @@ did-you-mean names it.
 
 from __future__ import annotations
 
-import difflib
 import types
 from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from graphc.errors import Diagnostic, did_you_mean
+from graphc.errors import Diagnostic, closest, did_you_mean
 from graphc.spec.ir import at
 from graphc.spec.yaml_loader import locate
 
@@ -76,7 +75,7 @@ def _misspelled(errors: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
             continue
         loc = tuple(e["loc"])
         for m in missing:
-            if m[:-1] == loc[:-1] and difflib.get_close_matches(str(loc[-1]), [str(m[-1])], n=1, cutoff=0.6):
+            if m[:-1] == loc[:-1] and closest(str(loc[-1]), [m[-1]]):
                 out.add(m)
     return out
 
