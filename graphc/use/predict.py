@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from graphc.errors import DataError, GraphcError, Pos
+from graphc.outputs import Target
 from graphc.serve.manifest import TensorSig
 from graphc.serve.validate import RequestError, check_header, check_values
 from graphc.use.backends import Arrays, Overrides, open_backend
@@ -42,8 +44,7 @@ def predict(target: str | Path, data: str | Path | Mapping[str, np.ndarray], out
         DataError: unreadable data or arrays that do not fit the model's inputs (one line).
         GraphcError: ``output`` exists and graphc did not write it (without ``force``).
     """
-    if output is not None:
-        claim_output(output, force)
+    claimed = claim_output(output, force) if output is not None else None
     backend = open_backend(target, weights, overrides)
     where = Pos(str(data)) if not isinstance(data, Mapping) else Pos("<arrays>")
     arrays = read_arrays(data) if not isinstance(data, Mapping) else dict(data)
@@ -53,8 +54,8 @@ def predict(target: str | Path, data: str | Path | Mapping[str, np.ndarray], out
                            for i in _progress(range(0, n, batch_size), n, batch_size, progress)]
     outs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
     result = format_outputs(outs, backend.outputs, as_, topk)
-    if output is not None:
-        write_outputs(output, result)
+    if claimed is not None:
+        write_outputs(claimed, result)
     return result
 
 
@@ -145,16 +146,15 @@ def format_outputs(outs: Arrays, sigs: Mapping[str, TensorSig], as_: As, k: int)
 # --- writing ----------------------------------------------------------------------------
 
 
-def claim_output(path: str | Path, force: bool) -> None:
-    """Refuse to replace a file graphc did not write.  (One function, so the lead can swap in
-    graphc/outputs.py's ownership check; for now: an existing path needs ``force``.)"""
+def claim_output(path: str | Path, force: bool) -> Target:
+    """Where predictions may be written, decided before any work (graphc.outputs rules: a new
+    file, any existing file only with ``force``, or into a device/FIFO such as /dev/null)."""
+    from graphc.outputs import check_file
+
     p = Path(path)
-    if p.suffix.lower() not in WRITERS:
+    if p.suffix.lower() not in WRITERS and not Path(os.path.realpath(p)).is_char_device():
         raise GraphcError(f"{p}: output must end in {', '.join(WRITERS)}")
-    if p.is_dir() or (p.exists() and not p.is_file()):
-        raise GraphcError(f"{p}: exists and is not a regular file; not replacing it")
-    if p.exists() and not force:
-        raise GraphcError(f"{p}: exists; graphc replaces only what it wrote (pass --force to replace it)")
+    return check_file(p, force, None, "predictions file")
 
 
 def _rows(result: Arrays) -> Iterator[dict[str, Any]]:
@@ -171,19 +171,24 @@ def _csv_header(result: Arrays) -> list[str]:
     return cols
 
 
-def write_outputs(path: str | Path, result: Arrays) -> None:
-    """Atomically write ``result`` as .npz, .csv (flattened per row) or .jsonl (one object per row)."""
-    from graphc.io import write_with
+def write_outputs(target: Target, result: Arrays) -> None:
+    """Write ``result`` as .npz, .csv (flattened per row) or .jsonl (one object per row) to the
+    output :func:`claim_output` accepted, staged and moved into place (graphc.outputs)."""
+    from graphc.outputs import file_output
 
-    p = Path(path)
-    suffix = p.suffix.lower()
+    suffix = target.path.suffix.lower()
+
+    def write_with(writer: Any) -> None:
+        with file_output(target) as staged:
+            writer(staged)
+
     if suffix == ".npz":
         def npz(tmp: Path) -> None:
             with tmp.open("wb") as f:
                 np.savez(f, **result)  # type: ignore[arg-type]
-        write_with(p, npz)
+        write_with(npz)
     elif suffix == ".jsonl":
-        write_with(p, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in _rows(result)), encoding="utf-8"))
+        write_with(lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in _rows(result)), encoding="utf-8"))
     else:
         import csv
 
@@ -195,4 +200,4 @@ def write_outputs(path: str | Path, result: Arrays) -> None:
                 w.writerow(_csv_header(result))
                 for i in range(n):
                     w.writerow([x for a in flat for x in a[i].tolist()])
-        write_with(p, table)
+        write_with(table)
