@@ -75,7 +75,7 @@ def _npz(path: Path, tg: TypedGraph, batches: int, batch: int) -> list[dict[str,
 
 def reader_for(tg: TypedGraph, opts: QuantOptions, seed: int) -> Batches:
     """``opts.calibration_batches`` batches from the first source that exists (see module doc)."""
-    from graphc.export.verify import _inputs  # seeded example inputs, without the package front door
+    from graphc.lower.inputs import example_inputs
 
     first = next(iter(tg.flat.spec.doc.inputs.values()))
     batch = tg.example.get(first.shape[0], 1) if first.shape and isinstance(first.shape[0], str) else 1
@@ -91,6 +91,6 @@ def reader_for(tg: TypedGraph, opts: QuantOptions, seed: int) -> Batches:
             part = split.batch(torch.arange(i, min(i + bs, len(split))))
             feeds.append({k: part[k].numpy() for k in data.inputs})
         return Batches(feeds, f"recipe {recipe} (train split)")
-    feeds = [{n: t.numpy() for n, t in zip(tg.flat.spec.doc.inputs, _inputs(tg, seed + 100 + i, {}), strict=True)}
+    feeds = [{n: t.numpy() for n, t in zip(tg.flat.spec.doc.inputs, example_inputs(tg, seed + 100 + i), strict=True)}
              for i in range(opts.calibration_batches)]
     return Batches(feeds, "random example inputs (no data: pass --calibrate or --data)")

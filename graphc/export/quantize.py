@@ -272,7 +272,7 @@ def measure(built: Built, model_path: Path, own: dict[str, str], changed: set[st
     """(outputs, spec nodes in topological order, sizes): each value's error against fp32 torch."""
     import onnxruntime as ort
 
-    from graphc.export.verify import _inputs  # the verification inputs, without the package front door
+    from graphc.lower.inputs import example_inputs
 
     tg: TypedGraph = built.graph
     model = onnx.load(str(model_path))
@@ -286,7 +286,7 @@ def measure(built: Built, model_path: Path, own: dict[str, str], changed: set[st
     probe = make_probe(built)
     accs: dict[str, _Acc] = {}
     for i, s in enumerate(sizes):
-        inputs = _inputs(tg, seed + i, s)
+        inputs = example_inputs(tg, seed + i, None, **s)
         feed = {n: t.numpy() for n, t in zip(tg.flat.spec.doc.inputs, inputs, strict=True)}
         got = dict(zip(names, sess.run(None, feed), strict=True))
         ref = node_values(probe, inputs)
