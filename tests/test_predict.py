@@ -113,7 +113,7 @@ def test_writers_round_trip(tmp_path: Path, digits_npz: Path, suffix: str) -> No
 def test_predict_refuses_to_overwrite_without_force(tmp_path: Path, digits_npz: Path) -> None:
     out = tmp_path / "mine.csv"
     out.write_text("not graphc's\n")
-    with pytest.raises(GraphcError, match="graphc did not write it.*--force"):
+    with pytest.raises(GraphcError, match=r"graphc did not write it.*--force"):
         graphc.predict(compiled("digits_cnn"), digits_npz, out)
     assert out.read_text() == "not graphc's\n"
     graphc.predict(compiled("digits_cnn"), digits_npz, out, as_="labels", force=True)
