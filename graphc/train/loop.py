@@ -81,10 +81,32 @@ def compiled_forward(gm: fx.GraphModule, mode: str) -> nn.Module:
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The recipe's precision as ``torch.autocast``: weights, gradients and optimizer state stay
+    fp32 (the master copy), matmuls, attention and convolutions run in bf16/fp16.
+
+    Why this and not more, for bf16 on CPU (measured with tools/bench train, docs/train.md
+    "bf16 on CPU"): the speed comes from oneDNN's bf16 GEMMs (avx512_bf16/AMX), which autocast
+    reaches in eager and compiled code alike; inductor keeps those GEMMs as library calls and
+    only fuses the elementwise rest, so compiling adds little on CPU.  Holding the parameters in
+    bf16 saved a further ~7% of a step but loses small AdamW updates to bf16's 8-bit mantissa,
+    and ``torch.set_float32_matmul_precision("medium")`` would turn fp32 runs' matmuls into bf16
+    behind the recipe's back (oneDNN honours it on CPU), so neither is done.
+    """
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
+
+
+def bf16_note(device: torch.device, precision: str) -> str | None:
+    """A warning for ``precision: bf16`` on a CPU without bf16 instructions (neither
+    avx512_bf16 nor AMX): oneDNN then emulates bf16 matmuls, slower than fp32 ones."""
+    if precision != "bf16" or device.type != "cpu":
+        return None
+    native = [getattr(torch.cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(native):
+        return None
+    return "note: this CPU has no bf16 instructions (avx512_bf16 or AMX): precision bf16 will likely train slower than fp32"
 
 
 class Trainer:
@@ -99,6 +121,10 @@ class Trainer:
         self.device = pick_device(self.recipe.device)
         if self.recipe.precision == "fp16" and self.device.type != "cuda":
             raise TrainError(f"{loaded.where('precision')}: fp16 needs a CUDA device (use bf16 on {self.device.type})", loaded.pos("precision"))
+        if (note := bf16_note(self.device, self.recipe.precision)) and not quiet:
+            import sys
+
+            print(note, file=sys.stderr)
         torch.manual_seed(self.recipe.seed)
         self.data: Data = load_data(tg, loaded, self.recipe.seed)
         self._check_outputs()
