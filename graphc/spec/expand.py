@@ -485,12 +485,14 @@ class Expander:
             return
         params, errors = blocks.call_params(call, bdef, raw, where, scope.prefix)
         self.errors.extend(errors)
-        if params is None:
+        per_copy, errors = blocks.per_copy_params(call, bdef, raw, where, scope.prefix)
+        self.errors.extend(errors)
+        if params is None or per_copy is None:
             return
         inputs = self.call_inputs(scope, call, bdef, raw, where, previous)
         if inputs is None:
             return
-        reps = call.repeat
+        reps = blocks.copies(call)
         if not self.within_size_limits(call, raw, where, scope):
             return
         if reps == 0:
@@ -502,7 +504,8 @@ class Expander:
         try:
             for i in range(reps or 1):
                 inst_name = f"{entry.flat}.{i}" if reps is not None else entry.flat
-                inst = self.expand_instance(scope, inst_name, call, bdef, block_raw, {**params, "index": i}, inputs, pos)
+                own = per_copy[i] if per_copy else {}  # `repeat: {over: ...}`: this copy's values
+                inst = self.expand_instance(scope, inst_name, call, bdef, block_raw, {**params, **own, "index": i}, inputs, pos)
                 if inst is None:
                     return
                 entry.instances.append(inst)
@@ -523,9 +526,9 @@ class Expander:
         already made, so the total can never pass the limit by more than one call's estimate.
         Going over the node limit ends the expansion: nothing after it can be checked.
         """
-        reps = call.repeat or 1
+        reps = blocks.copies(call) or 1
         if reps > MAX_REPEAT.value:
-            self.errors.extend(MAX_REPEAT.exceeded(f"{scope.at(f'{where}.repeat')}: repeat {reps:,}", locate(raw, ("repeat",))).diagnostics)
+            self.errors.extend(MAX_REPEAT.exceeded(f"{scope.at(f'{where}.repeat')}: repeat {reps:,}", blocks.repeat_pos(call, raw)).diagnostics)
             return False
         total = len(self.nodes) + reps * blocks.block_size(self.spec.blocks, call.block, self.block_sizes)
         if total > MAX_NODES.value:
