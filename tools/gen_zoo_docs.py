@@ -24,6 +24,7 @@ ZOO: dict[str, tuple[str, str]] = {
     "resnet18": ("ResNet-18 (He et al., 2016)", "torchvision `resnet18` (parameters; weights via its map)"),
     "resnet50": ("ResNet-50, bottleneck blocks (He et al., 2016)", "torchvision `resnet50` (parameters; weights via its map)"),
     "mobilenet_v2": ("MobileNetV2, depthwise convs and inverted residuals (Sandler et al., 2018)", "torchvision `mobilenet_v2` (parameters; weights via its map)"),
+    "vgg11": ("VGG-11, configuration A (Simonyan & Zisserman, 2015); stages as per-copy repeat lists", "torchvision `vgg11` layout (parameters; outputs with copied weights, tests/test_repeat_over.py)"),
     "vit_b_16": ("ViT-B/16 (Dosovitskiy et al., 2021)", "torchvision `vit_b_16` (parameters; weights via its map)"),
     "gpt2": ("GPT-2 small, tied embeddings (Radford et al., 2019)", "HF `GPT2LMHeadModel(GPT2Config())` (parameters and logits)"),
     "bert": ("BERT-base encoder with pooler (Devlin et al., 2019)", "HF `BertModel(BertConfig())` (parameters and outputs)"),

@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    NonNegativeInt,
     Tag,
     TypeAdapter,
     ValidatorFunctionWrapHandler,
@@ -95,7 +96,7 @@ class RepeatOver(_Strict):
     n: int | None = Field(None, ge=0, description="the number of copies, if written out: must equal the lists' length")
 
 
-_COUNT: TypeAdapter[int] = TypeAdapter(Annotated[int, Field(ge=0)])
+_COUNT: TypeAdapter[int] = TypeAdapter(NonNegativeInt)
 
 
 def _repeat_form(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -117,7 +118,7 @@ class BlockCall(_Strict):
 
     block: str
     in_: Refs | None = Field(None, alias="in")
-    repeat: Annotated[int | RepeatOver | None, WrapValidator(_repeat_form)] = Field(
+    repeat: Annotated[NonNegativeInt | RepeatOver | None, WrapValidator(_repeat_form)] = Field(
         None,
         description="unroll N copies named name.0 ... name.N-1, chained; 0 passes the inputs through;"
         " {over: {param: [v0, v1, ...]}} gives copy i the i-th value of each list",
