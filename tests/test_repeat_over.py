@@ -160,6 +160,12 @@ def test_mistakes_are_reported_together() -> None:
         "nodes.body.repeat.over.outs: block 'stage' has no param 'outs' (did you mean 'out'?)"]  # not also "needs param 'out'"
 
 
+def test_a_value_that_is_no_scalar_is_one_line_naming_the_param() -> None:
+    with pytest.raises(SpecError) as e:
+        graphc.check(_spec("{block: stage, in: x, repeat: {over: {out: [[8], 16]}}}"))
+    assert [d.message for d in e.value.diagnostics] == ["nodes.body.repeat.over.out.0: block param 'out' expects int, got [8]"]
+
+
 def test_huge_per_copy_list_is_refused_before_unrolling(tmp_path: Path) -> None:
     """150,000 per-copy values (under the YAML value limit) end in the repeat limit's error,
     in bounded time and memory, and nothing is written."""

@@ -89,9 +89,11 @@ class RepeatOver(_Strict):
     The lists must be equally long; ``n``, when given, must equal their length.
     """
 
-    over: dict[str, list[Scalar]] = Field(
+    # The values are checked against each param's declared type in graphc.spec.blocks (one
+    # line per bad value, naming the param); here only their scalar kind reaches the schema.
+    over: dict[str, list[Any]] = Field(
         description="block param -> one value per copy (all lists equally long, none empty)",
-        json_schema_extra={"minProperties": 1},  # checked with its own message in graphc.spec.blocks
+        json_schema_extra={"minProperties": 1, "additionalProperties": {"type": "array", "items": {"type": ["integer", "number", "boolean", "string"]}}},
     )
     n: int | None = Field(None, ge=0, description="the number of copies, if written out: must equal the lists' length")
 
