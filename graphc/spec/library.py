@@ -107,3 +107,24 @@ def _callers(d: Diagnostic, flat: FlatSpec, own: str) -> list[Pos]:
         if inst is not None and inst.pos not in found:
             found.append(inst.pos)
     return sorted(found)
+
+
+def markdown() -> str:
+    """The docs table of every shipped block: its library name, inputs, outputs and params.
+
+    docs/spec.md holds it ("The block library"); tools/gen_block_docs.py rewrites it there
+    and tests/test_block_library.py fails when it is stale.
+    """
+    rows = ["| block | include | inputs -> outputs | params (default) |", "| --- | --- | --- | --- |"]
+    for name, (lib, raw) in sorted(blocks().items(), key=lambda kv: (kv[1][0], kv[0])):
+        outs = raw["outputs"]
+        outputs = ", ".join(outs) if isinstance(outs, dict) else ", ".join(o if "${" not in o else "out" for o in outs)
+        params = "<br>".join(_param(p, spec) for p, spec in raw["params"].items())
+        rows.append(f"| `{name}` | `{PREFIX}{lib}` | {', '.join(raw['inputs'])} -> {outputs} | {params} |")
+    return "\n".join(rows) + "\n"
+
+
+def _param(name: str, spec: Any) -> str:
+    default = spec.get("default")
+    shown = f" (`{str(default).lower() if isinstance(default, bool) else default}`)" if default is not None else " (required)"
+    return f"`{name}`: {spec.get('type', 'int')}{shown}: {spec.get('doc', '')}".replace("|", "\\|")
