@@ -125,6 +125,42 @@ def test_transformer_decoder_equals_torch(norm_first: bool, causal: bool, layers
         _same(gm(x, memory), ref(x, memory, tgt_mask=mask, tgt_is_causal=causal))
 
 
+def _padding(lengths: list[int], total: int) -> torch.Tensor:
+    """bool [B, total], True past each row's length (torch's key_padding_mask convention)."""
+    return torch.arange(total)[None, :] >= torch.tensor(lengths)[:, None]
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post_norm", "pre_norm"])
+def test_padded_encoder_equals_torch_with_src_key_padding_mask(norm_first: bool, tmp_path: Path) -> None:
+    layer = nn.TransformerEncoderLayer(D, HEADS, FF, dropout=0.0, batch_first=True, norm_first=norm_first)
+    ref = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).double().eval()
+    _randomize(ref)
+    gm = _build(tmp_path, "graphc:transformer", "  x: {shape: [B, T, 16], example: {B: 2, T: 5}}\n  pad: {shape: [B, T], dtype: bool}\n",
+                f"  out: {{block: transformer_encoder_padded, in: [x, pad], d: {D}, heads: {HEADS}, ff: {FF}, dropout: 0.0,"
+                f" norm_first: {str(norm_first).lower()}, repeat: 2}}\n")
+    _load(gm, ref, _attn_rename("out", D))
+    x, pad = torch.randn(3, 7, D, dtype=torch.float64), _padding([7, 4, 1], 7)
+    with torch.no_grad():
+        _same(gm(x, pad), ref(x, src_key_padding_mask=pad))
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post_norm", "pre_norm"])
+def test_padded_decoder_equals_torch_with_memory_key_padding_mask(norm_first: bool, tmp_path: Path) -> None:
+    layer = nn.TransformerDecoderLayer(D, HEADS, FF, dropout=0.0, batch_first=True, norm_first=norm_first)
+    ref = nn.TransformerDecoder(layer, 2).double().eval()
+    _randomize(ref)
+    gm = _build(tmp_path, "graphc:transformer",
+                "  x: {shape: [B, T, 16], example: {B: 2, T: 5}}\n  memory: {shape: [B, S, 16], example: {S: 6}}\n"
+                "  memory_pad: {shape: [B, S], dtype: bool}\n",
+                f"  out: {{block: transformer_decoder_padded, in: [x, memory, memory_pad], d: {D}, heads: {HEADS}, ff: {FF}, dropout: 0.0,"
+                f" norm_first: {str(norm_first).lower()}, causal: true, repeat: 2}}\n")
+    _load(gm, ref, _attn_rename("out", D))
+    x, memory, pad = torch.randn(3, 7, D, dtype=torch.float64), torch.randn(3, 5, D, dtype=torch.float64), _padding([5, 2, 1], 5)
+    mask = nn.Transformer.generate_square_subsequent_mask(7, dtype=torch.float64)
+    with torch.no_grad():
+        _same(gm(x, memory, pad), ref(x, memory, tgt_mask=mask, tgt_is_causal=True, memory_key_padding_mask=pad))
+
+
 # --- ResNet blocks (torchvision.models.resnet's BasicBlock and Bottleneck) ----------------------
 
 
@@ -318,13 +354,13 @@ def test_library_spec_exports_to_onnx_and_verifies(tmp_path: Path) -> None:
     spec = tmp_path / "lib.yaml"
     spec.write_text(
         "graphc: 1\nname: lib_onnx\ninclude: [graphc:conv, graphc:film, graphc:transformer]\n"
-        "inputs:\n  image: {shape: [B, 3, 16, 16], example: {B: 2}}\n  z: {shape: [B, 4]}\n"
+        "inputs:\n  image: {shape: [B, 3, 16, 16], example: {B: 2}}\n  z: {shape: [B, 4]}\n  pad: {shape: [B, 64], dtype: bool}\n"
         "nodes:\n"
         "  stem: {block: conv_bn_act, in: image, c: 16, stride: 2, act: relu6}\n"
         "  film: {block: film, in: [stem, z], c: 16}\n"
         "  tokens: {op: flatten, in: film, start: 2}\n"
         "  seq: {op: transpose, dim0: 1, dim1: 2}\n"
-        "  enc: {block: transformer_encoder, in: seq, d: 16, heads: 2, ff: 32, norm_first: true, activation: gelu, repeat: 2}\n"
+        "  enc: {block: transformer_encoder_padded, in: [seq, pad], d: 16, heads: 2, ff: 32, norm_first: true, activation: gelu, repeat: 2}\n"
         "  dec: {block: transformer_decoder, in: [seq, enc], d: 16, heads: 2, ff: 32, causal: true}\n"
         "outputs: {y: dec}\n"
     )
@@ -343,7 +379,7 @@ def test_shipped_names_are_the_files_in_graphc_blocks() -> None:
 
 def test_every_shipped_block_is_documented_and_checks(tmp_path: Path) -> None:
     shipped = library.blocks()
-    assert {"transformer_encoder", "transformer_decoder", "resnet_basic", "resnet_bottleneck", "inverted_residual", "film",
+    assert {"transformer_encoder", "transformer_decoder", "transformer_encoder_padded", "transformer_decoder_padded", "resnet_basic", "resnet_bottleneck", "inverted_residual", "film",
             "conv_bn_act"} <= set(shipped)
     for name, (_, raw) in shipped.items():
         assert raw.get("doc"), name
