@@ -467,3 +467,19 @@ def test_mistake_in_a_nested_library_block_names_the_users_call(tmp_path: Path) 
     (d,) = info.value.diagnostics
     assert Path(d.pos.file).resolve() == (BLOCKS / "conv.yaml").resolve() and "(in s.dw)" in d.message
     assert d.message.endswith(f"(called at {spec}:7:3)"), d
+
+
+def test_op_may_be_a_param_of_the_block(tmp_path: Path) -> None:
+    """``{op: "${act}"}``: the op a copy uses is evaluated in its scope and checked like a written one."""
+    spec = tmp_path / "spec.yaml"
+    body = ("graphc: 1\nname: t\ninputs:\n  x: {shape: [B, 8]}\nblocks:\n  act:\n    params: {fn: str}\n    inputs: [h]\n"
+            "    nodes:\n      f: {op: \"${fn}\", in: h}\n    outputs: [f]\nnodes:\n  a: {block: act, in: x, fn: tanh}\n"
+            "  b: {block: act, fn: FN}\noutputs: [b]\n")
+    spec.write_text(body.replace("FN", "sigmoid"))
+    tg = graphc.check(str(spec))
+    assert [tg.flat.nodes[n].op_name for n in ("a.f", "b.f")] == ["tanh", "sigmoid"]
+    spec.write_text(body.replace("FN", "sigmoidd"))
+    with pytest.raises(SpecError) as info:
+        graphc.check(str(spec))
+    (d,) = info.value.diagnostics
+    assert d.message == "blocks.act.nodes.f (in b): unknown op 'sigmoidd' (did you mean 'sigmoid'?)" and (d.pos.line, d.pos.col) == (10, 15)
