@@ -42,6 +42,8 @@ Real architectures written as graphc specs, each checked against a reference. Ge
 `python tools/gen_zoo_docs.py` from `graphc summary --json`; `tests/test_zoo.py` fails when
 this page is out of date. FLOPs count a multiply-add as 2, at each spec's example input size.
 Every spec shrinks for quick runs with the `--set` options on its `# graphc-ci:` line.
+resnet18, resnet50, mobilenet_v2 and resnet_block are built from graphc's block library
+(`include: [graphc:resnet]`, `[graphc:mobilenet]`; see [spec.md](spec.md#the-block-library)).
 
 | spec | what | parameters | FLOPs (example size) | example input | reference |
 | --- | --- | ---: | ---: | --- | --- |

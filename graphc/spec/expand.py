@@ -271,12 +271,18 @@ class Expander:
         raw = entry.raw
         pos = scope.key_pos(name)
         op_name = raw.get("op")
+        if has_expr(op_name):  # a block may take its activation as a param: {op: "${act}"}
+            try:
+                op_name = self.substitute(scope, op_name, raw, path, ("op",))
+            except ExprError:
+                return
         if not isinstance(op_name, str) or op_name not in REGISTRY:
             if op_name is None:
                 self.errors.error(f"{where}: missing 'op' (or 'block')", pos)
             else:
                 hint = did_you_mean(str(op_name), REGISTRY)
-                self.errors.error(f"{where}: unknown op '{op_name}'{hint}", locate(raw, ("op",)))
+                head = scope.at(where) if has_expr(raw.get("op")) else where  # computed: copies may differ
+                self.errors.error(f"{head}: unknown op '{op_name}'{hint}", locate(raw, ("op",)))
             return
         try:
             data = self.substitute(scope, raw, raw, path)
