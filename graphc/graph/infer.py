@@ -109,6 +109,7 @@ def infer(flat: FlatSpec) -> TypedGraph:
         for i, t in enumerate(outs):
             types[Ref(name, i)] = t
     ties = _resolve_ties(flat, params, errors)
+    _check_shares(flat, params, errors)
     errors.raise_if_any(ShapeError)
     return TypedGraph(flat, g, order, types, params, example, ties)
 
@@ -161,3 +162,18 @@ def _resolve_ties(flat: FlatSpec, params: dict[str, dict[str, tuple[int, ...]]],
                     resolved[p] = (target, tp)
         out[node.name] = resolved
     return out
+
+
+def _check_shares(flat: FlatSpec, params: dict[str, dict[str, tuple[int, ...]]], errors: Collector) -> None:
+    """A node of a block call with ``shares`` runs its owner's module: every parameter must
+    have the owner's shape (inputs with another channel count would need other weights)."""
+    for node in flat.op_nodes():
+        if node.shares is None or node.name not in params or node.shares not in params:
+            continue
+        mine, theirs = params[node.name], params[node.shares]
+        for p, shape in mine.items():
+            if theirs.get(p) != shape:
+                errors.error(f"{where(node)}: parameter '{p}' would have shape {list(shape)} here but it is"
+                             f" {list(theirs.get(p, ()))} in '{node.shares}', whose weights this copy shares; give both calls inputs"
+                             " of the same size", node.pos)
+                break

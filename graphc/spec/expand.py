@@ -40,6 +40,7 @@ class _Entry:
     state: Literal["new", "busy", "done"] = "new"
     enabled: bool | None = None  # its `when`, evaluated on first need
     passthrough: list[tuple[str, Ref]] | None = None  # `repeat: 0`: the block's outputs are its inputs
+    call: BlockCall | None = None  # a block call, once validated (its `shares` is linked at the scope's end)
 
 
 class _Scope:
@@ -174,6 +175,7 @@ class Expander:
     def expand_scope(self, scope: _Scope) -> None:
         for name in scope.order:
             self.expand_entry(scope, name, scope.entries[name])
+        self.link_shares(scope)  # before ties: a tie into a sharing copy names the owner's node
         for node, model, raw, path in scope.pending_ties:
             node.tie = self.ties(scope, model, raw, path)
 
@@ -369,6 +371,8 @@ class Expander:
             found = self.tie_target(scope, target, whole=param == "*")
             if found is None and self.failed_target(scope, target):
                 continue  # its own error was reported; a second line would only blame the tie
+            if found is not None and self.nodes[found[0]].shares:  # a node of a sharing copy: its owner's
+                found = (self.nodes[found[0]].shares or "", found[1])
             if found is None:
                 head = target.split(".")[0]
                 hint = did_you_mean(head, [n for n, e in scope.entries.items() if e.kind in ("op", "block") and n != path[-1]])
@@ -498,6 +502,7 @@ class Expander:
             self.errors.extend(errors)
             return
         block_raw = self.spec.blocks[call.block]
+        entry.call = call
         self.block_stack.append(call.block)
         try:
             for i in range(reps or 1):
@@ -513,6 +518,97 @@ class Expander:
                 inputs = [r for _, r in inst.outputs]
         finally:
             self.block_stack.pop()
+
+    # --- shared block calls --------------------------------------------------------------
+
+    def link_shares(self, scope: _Scope) -> None:
+        """Point every copy made by a call with ``shares`` at the copy it runs instead.
+
+        Done once the whole scope is expanded, so ``shares`` may name a call that comes later
+        in the file (or that reads this call's output): sharing weights is no data edge.
+        Each call's own nodes are kept (the graph phase infers their types, lowering calls
+        the owner's module on them); they are marked so that they own no parameters.
+        """
+        for name in scope.order:
+            entry = scope.entries[name]
+            if entry.call is None or entry.call.shares is None or not entry.instances:
+                continue
+            assert entry.raw is not None
+            where = ".".join(map(str, (*scope.path, name)))
+            owner = self.share_owner(scope, name, where)
+            if owner is None:
+                continue
+            oentry = scope.entries[owner]
+            assert oentry.call is not None
+            wrong = blocks.share_mismatch(entry.call, owner, oentry.call, [i.params for i in entry.instances],
+                                          [i.params for i in oentry.instances], entry.raw, where, scope.prefix)
+            if wrong is not None:
+                self.errors.errors.append(wrong)
+                continue
+            for mine, theirs in zip(entry.instances, oentry.instances, strict=True):
+                differ = self.share_instance(mine, theirs)
+                if differ is not None:
+                    self.errors.error(f"{scope.at(f'{where}.shares')}: this call's copy differs from '{owner}' at node '{differ}'"
+                                      " (a `when` that reads an input's shape?); calls that share weights need the same nodes",
+                                      locate(entry.raw, ("shares",)))
+                    break
+
+    def share_owner(self, scope: _Scope, name: str, where: str) -> str | None:
+        """The call whose copies a ``shares`` chain ends at (``c shares b shares a``: ``a``),
+        or None when it names no usable block call (reported here, unless already reported)."""
+        seen = [name]
+        entry = scope.entries[name]
+        while entry.call is not None and entry.call.shares is not None:
+            target = entry.call.shares
+            assert scope.entries[seen[0]].raw is not None
+            pos = locate(scope.entries[seen[0]].raw, ("shares",))
+            head = f"{scope.at(f'{where}.shares')}:"
+            if target in seen:
+                if target == name and len(seen) == 1:
+                    self.errors.error(f"{head} a block call cannot share its own weights; name another call of the same block", pos)
+                elif target == name and scope.position[name] == min(scope.position[n] for n in seen):  # once per cycle
+                    self.errors.error(f"{head} block calls share each other's weights in a cycle: {' -> '.join([*seen, target])}", pos)
+                return None  # a cycle further on is reported at its own members
+            found = scope.entries.get(target)
+            if found is None or found.kind != "block":
+                calls = [n for n, e in scope.entries.items() if e.kind == "block" and n != name]
+                what = f"'{target}' is {'an op node' if found.kind == 'op' else 'an input'}" if found else f"unknown block call '{target}'"
+                hint = did_you_mean(target, calls) if found is None else " (the weights of op nodes are shared with `tie`)" if found.kind == "op" else ""
+                self.errors.error(f"{head} {what}{hint}; `shares` names a block call", pos)
+                return None
+            if found.enabled is False:
+                self.errors.error(f"{head} '{target}' is switched off by its `when`", pos)
+                return None
+            if found.passthrough is not None:
+                self.errors.error(f"{head} '{target}' has repeat 0: it makes no copy to share", pos)
+                return None
+            if not found.instances:
+                return None  # its own call failed and was reported
+            seen.append(target)
+            entry = found
+        return seen[-1]
+
+    def share_instance(self, mine: Instance, theirs: Instance) -> str | None:
+        """Mark copy ``mine`` (and all inside it) as running ``theirs``; the first of its
+        nodes without a like counterpart, or None."""
+        mine.shares = theirs.name
+        for flat in mine.nodes:
+            other_name = theirs.name + flat[len(mine.name):]
+            if flat in self.instances:
+                if other_name not in self.instances:
+                    return flat
+                differ = self.share_instance(self.instances[flat], self.instances[other_name])
+                if differ is not None:
+                    return differ
+                continue
+            node, other = self.nodes.get(flat), self.nodes.get(other_name)
+            if node is None or other is None or node.kind != other.kind or node.args != other.args:
+                return flat
+            if node.kind == "op":
+                node.shares, node.tie = other_name, {}  # its ties are the owner's, applied there
+        if len(mine.nodes) != len(theirs.nodes):
+            return next((n for n in theirs.nodes if mine.name + n[len(theirs.name):] not in mine.nodes), mine.name)
+        return None
 
     def within_size_limits(self, call: BlockCall, raw: YMap, where: str, scope: _Scope) -> bool:
         """Refuse a call before unrolling it when its repeat count or the nodes it would add
