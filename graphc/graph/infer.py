@@ -17,7 +17,8 @@ import networkx as nx
 from graphc.errors import Collector, ShapeError
 from graphc.graph.build import build_graph, topo_order
 from graphc.ops.registry import Facts, OpError
-from graphc.shapes import Dim, Sym, TensorType, parse_dim
+from graphc.shapes import TensorType, parse_dim
+from graphc.spec.early import input_type
 from graphc.spec.ir import FlatNode, FlatSpec, Ref, at
 
 
@@ -59,17 +60,13 @@ def input_types(flat: FlatSpec) -> tuple[dict[str, TensorType], dict[str, int]]:
     types: dict[str, TensorType] = {}
     example: dict[str, int] = {}
     for name, inp in flat.spec.doc.inputs.items():
-        dims: list[Dim] = []
+        types[name] = input_type(inp)
         for d in inp.shape:
-            if isinstance(d, int):
-                dims.append(d)
-                continue
-            k, sym = parse_dim(d) or (1, d)  # malformed dims were reported by the expansion
-            dims.append(k * Sym.var(sym))
-            example.setdefault(sym, inp.example.get(sym, 2))
+            if isinstance(d, str):
+                sym = (parse_dim(d) or (1, d))[1]  # malformed dims were reported by the expansion
+                example.setdefault(sym, inp.example.get(sym, 2))
         for d, v in inp.example.items():
             example[d] = v
-        types[name] = TensorType(tuple(dims), inp.dtype)
     return types, example
 
 

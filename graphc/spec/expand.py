@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from graphc.errors import Collector, Diagnostic, Pos, SpecError, did_you_mean
 from graphc.ops.registry import REGISTRY
 from graphc.spec import blocks, naming
-from graphc.spec.expr import ExprError, TextBudgetError, has_expr, substitute, text_budget
+from graphc.spec.early import EarlyTypes
+from graphc.spec.expr import ExprError, InputShape, ShapeUnknownError, TextBudgetError, has_expr, substitute, text_budget
 from graphc.spec.ir import FlatNode, FlatSpec, Instance, Ref, at
 from graphc.spec.limits import MAX_NODES, MAX_REPEAT
 from graphc.spec.load import Spec
@@ -83,6 +84,7 @@ class Expander:
         self.failed: set[str] = set()  # op nodes whose own definition failed (reported once)
         self.active: list[tuple[_Scope, str]] = []  # entries being expanded, outermost first
         self.block_sizes: dict[str, int] = {}  # block -> nodes one copy makes (for the size limit)
+        self.early = EarlyTypes(self.nodes, spec.doc.inputs)  # for ${x.shape[i]} in blocks
 
     # --- entry -------------------------------------------------------------------------
 
@@ -251,6 +253,8 @@ class Expander:
             try:
                 return substitute(value, scope.names)
             except ExprError as e:
+                if isinstance(e, ShapeUnknownError) and self.errors.errors:
+                    raise  # what feeds the block failed and was reported there
                 where = ".".join(map(str, (*path, *sub)))
                 self.errors.error(f"{scope.at(where)}: {e}{self.scope_hint(scope, e)}", locate(raw, sub))
                 if isinstance(e, TextBudgetError):  # a size limit: stop, as for too many nodes
@@ -657,7 +661,7 @@ class Expander:
         self.instances[inst_name] = inst
         if scope.prefix:
             self.instances[scope.prefix].nodes.append(inst_name)
-        inner = _Scope(inst_name, params, ("blocks", call.block, "nodes"), block_raw.get("nodes"))
+        inner = _Scope(inst_name, {**self.input_shapes(inst_name, bdef, inputs), **params}, ("blocks", call.block, "nodes"), block_raw.get("nodes"))
         for i, (port, ref) in enumerate(zip(bdef.inputs, inputs, strict=True)):
             flat = f"{inst_name}.{port}"
             ppos = locate(block_raw, ("inputs", i))
@@ -684,6 +688,13 @@ class Expander:
                 return None
             inst.outputs.append((oname, r))
         return inst
+
+
+    def input_shapes(self, inst_name: str, bdef: BlockDef, inputs: list[Ref]) -> dict[str, InputShape]:
+        """Each block input as expressions see it (``x.shape[1]``), typed only when read."""
+        def dims(port: str, ref: Ref) -> Any:
+            return lambda: self.early.dims(ref, f"block input '{port}' (fed by '{ref}')")
+        return {port: InputShape(port, dims(port, ref)) for port, ref in zip(bdef.inputs, inputs, strict=True)}
 
 
 def _with_freeze(raw: YMap) -> YMap:
