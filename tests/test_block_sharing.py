@@ -128,6 +128,14 @@ def test_siamese_exports_one_tower_and_verifies(tmp_path: Path) -> None:
         np.testing.assert_allclose(got[name], want[name].numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_graph_draws_the_sharing_call_as_sharing(tmp_path: Path) -> None:
+    out = tmp_path / "g.mmd"
+    r = run_cli("graph", str(SIAMESE), "-o", str(out))
+    assert r.code == 0, r.err
+    text = out.read_text()
+    assert '"right (tower, shares left)"' in text and '"left (tower)"' in text
+
+
 def test_cli_export_then_verify_the_shared_model(tmp_path: Path) -> None:
     out = tmp_path / "s.onnx"
     r = run_cli("export", str(SIAMESE), "-o", str(out))
