@@ -11,7 +11,7 @@ here is only reported as "cannot know the shape" and left to it to explain.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 
 from graphc.ops.registry import OpError
 from graphc.shapes import Dim, Sym, TensorType, parse_dim
@@ -35,9 +35,10 @@ def input_type(inp: InputDef) -> TensorType:
 class EarlyTypes:
     """The types of the flat nodes made so far, inferred on demand and remembered."""
 
-    def __init__(self, nodes: Mapping[str, FlatNode], inputs: Mapping[str, InputDef]) -> None:
+    def __init__(self, nodes: Mapping[str, FlatNode], inputs: Mapping[str, InputDef], broken: Set[str]) -> None:
         self.nodes = nodes
         self.inputs = inputs
+        self.broken = broken  # nodes made with a failed input reference (a None where one is needed)
         self.types: dict[Ref, TensorType] = {}
 
     def dims(self, ref: Ref, what: str) -> list[int | str]:
@@ -54,7 +55,7 @@ class EarlyTypes:
                 stack.pop()
                 continue
             node = self.nodes.get(name)
-            if node is None or any(r is not None and r.node not in self.nodes for r in node.inputs):
+            if node is None or name in self.broken or any(r is not None and r.node not in self.nodes for r in node.inputs):
                 raise ShapeUnknownError(f"the shape of {what} is unknown: what feeds it failed")
             missing = [r.node for r in node.inputs if r is not None and Ref(r.node, 0) not in self.types]
             if missing:

@@ -84,7 +84,7 @@ class Expander:
         self.failed: set[str] = set()  # op nodes whose own definition failed (reported once)
         self.active: list[tuple[_Scope, str]] = []  # entries being expanded, outermost first
         self.block_sizes: dict[str, int] = {}  # block -> nodes one copy makes (for the size limit)
-        self.early = EarlyTypes(self.nodes, spec.doc.inputs)  # for ${x.shape[i]} in blocks
+        self.early = EarlyTypes(self.nodes, spec.doc.inputs, self.broken)  # for ${x.shape[i]} in blocks
 
     # --- entry -------------------------------------------------------------------------
 
@@ -533,13 +533,14 @@ class Expander:
         Each call's own nodes are kept (the graph phase infers their types, lowering calls
         the owner's module on them); they are marked so that they own no parameters.
         """
+        owners: dict[str, str | None] = {}
         for name in scope.order:
             entry = scope.entries[name]
             if entry.call is None or entry.call.shares is None or not entry.instances:
                 continue
             assert entry.raw is not None
             where = ".".join(map(str, (*scope.path, name)))
-            owner = self.share_owner(scope, name, where)
+            owner = self.share_owner(scope, name, owners)
             if owner is None:
                 continue
             oentry = scope.entries[owner]
@@ -557,40 +558,62 @@ class Expander:
                                       locate(entry.raw, ("shares",)))
                     break
 
-    def share_owner(self, scope: _Scope, name: str, where: str) -> str | None:
-        """The call whose copies a ``shares`` chain ends at (``c shares b shares a``: ``a``),
-        or None when it names no usable block call (reported here, unless already reported)."""
-        seen = [name]
+    def share_owner(self, scope: _Scope, name: str, owners: dict[str, str | None]) -> str | None:
+        """The call whose copies a ``shares`` chain ends at (``c shares b shares a``: ``a``), or
+        None when a link of it is wrong (reported once, at that link); ``owners`` remembers
+        every chain walked, so many calls sharing along one chain cost one walk."""
+        path: dict[str, int] = {}
+        cur: str | None = name
+        while cur is not None and cur not in owners:
+            if cur in path:  # a cycle: reported once, at its member first in the file
+                members = list(path)[path[cur]:]
+                first = min(members, key=lambda n: scope.position[n])
+                i = members.index(first)
+                chain = [*members[i:], *members[:i], first]
+                raw = scope.entries[first].raw
+                assert raw is not None
+                self.errors.error(f"{scope.at('.'.join(map(str, (*scope.path, first, 'shares'))))}: block calls share each other's"
+                                  f" weights in a cycle: {' -> '.join(chain)}", locate(raw, ("shares",)))
+                cur = None
+                break
+            path[cur] = len(path)
+            target = self.share_target(scope, cur)
+            if target == cur:  # no `shares`: the owner
+                owners[cur] = cur
+                break
+            cur = target
+        result = owners.get(cur) if cur is not None else None
+        for n in path:
+            owners[n] = result
+        return result
+
+    def share_target(self, scope: _Scope, name: str) -> str | None:
+        """What call ``name``'s ``shares`` names (``name`` itself without one), or None when
+        that is no block call with copies to share (reported, unless its own failure was)."""
         entry = scope.entries[name]
-        while entry.call is not None and entry.call.shares is not None:
-            target = entry.call.shares
-            assert scope.entries[seen[0]].raw is not None
-            pos = locate(scope.entries[seen[0]].raw, ("shares",))
-            head = f"{scope.at(f'{where}.shares')}:"
-            if target in seen:
-                if target == name and len(seen) == 1:
-                    self.errors.error(f"{head} a block call cannot share its own weights; name another call of the same block", pos)
-                elif target == name and scope.position[name] == min(scope.position[n] for n in seen):  # once per cycle
-                    self.errors.error(f"{head} block calls share each other's weights in a cycle: {' -> '.join([*seen, target])}", pos)
-                return None  # a cycle further on is reported at its own members
-            found = scope.entries.get(target)
-            if found is None or found.kind != "block":
-                calls = [n for n, e in scope.entries.items() if e.kind == "block" and n != name]
-                what = f"'{target}' is {'an op node' if found.kind == 'op' else 'an input'}" if found else f"unknown block call '{target}'"
-                hint = did_you_mean(target, calls) if found is None else " (the weights of op nodes are shared with `tie`)" if found.kind == "op" else ""
-                self.errors.error(f"{head} {what}{hint}; `shares` names a block call", pos)
-                return None
-            if found.enabled is False:
-                self.errors.error(f"{head} '{target}' is switched off by its `when`", pos)
-                return None
-            if found.passthrough is not None:
-                self.errors.error(f"{head} '{target}' has repeat 0: it makes no copy to share", pos)
-                return None
-            if not found.instances:
-                return None  # its own call failed and was reported
-            seen.append(target)
-            entry = found
-        return seen[-1]
+        if entry.call is None or not entry.instances:
+            return None  # the call failed (reported) or is switched off
+        target = entry.call.shares
+        if target is None:
+            return name
+        assert entry.raw is not None
+        pos = locate(entry.raw, ("shares",))
+        head = f"{scope.at('.'.join(map(str, (*scope.path, name, 'shares'))))}:"
+        found = scope.entries.get(target)
+        if target == name:
+            self.errors.error(f"{head} a block call cannot share its own weights; name another call of the same block", pos)
+        elif found is None or found.kind != "block":
+            calls = [n for n, e in scope.entries.items() if e.kind == "block" and n != name]
+            what = f"'{target}' is {'an op node' if found.kind == 'op' else 'an input'}" if found else f"unknown block call '{target}'"
+            hint = did_you_mean(target, calls) if found is None else " (the weights of op nodes are shared with `tie`)" if found.kind == "op" else ""
+            self.errors.error(f"{head} {what}{hint}; `shares` names a block call", pos)
+        elif found.enabled is False:
+            self.errors.error(f"{head} '{target}' is switched off by its `when`", pos)
+        elif found.passthrough is not None:
+            self.errors.error(f"{head} '{target}' has repeat 0: it makes no copy to share", pos)
+        elif found.instances:
+            return target
+        return None  # an error above, or the target's own call failed (reported there)
 
     def share_instance(self, mine: Instance, theirs: Instance) -> str | None:
         """Mark copy ``mine`` (and all inside it) as running ``theirs``; the first of its
