@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import run_cli
+from hostile import assert_clean, run_guarded
 
 import graphc
 from graphc.errors import LowerError
@@ -263,3 +264,27 @@ def test_inputs_of_other_sizes_share_when_the_code_is_the_same(tmp_path: Path) -
         out = gm(a, b)
         torch.testing.assert_close(out["emb_b"], gm.get_submodule("left")(b))
     assert not any(k.startswith("right.") for k in gm.state_dict())
+
+
+def _chain(n: int, last: str) -> str:
+    """``n`` calls of one block, each sharing the next one's weights (the walk's worst case)."""
+    calls = "".join(f"  c{i}: {{block: m, in: {'x' if i == 0 else f'c{i - 1}'}, shares: c{i + 1}}}\n" for i in range(n - 1))
+    return (f"graphc: 1\nname: chain\ninputs:\n  x: {{shape: [B, 4]}}\nblocks:\n  m:\n    inputs: [h]\n    nodes:\n"
+            f"      fc: {{op: linear, in: h, out: 4}}\n    outputs: [fc]\nnodes:\n{calls}  c{n - 1}: {last}\noutputs: {{y: c{n - 1}}}\n")
+
+
+def test_a_long_chain_of_shares_checks_in_bounded_time(tmp_path: Path) -> None:
+    path = _write(tmp_path, _chain(3000, f"{{block: m, in: c{3000 - 2}}}"))
+    r = run_guarded("check", str(path))
+    assert_clean(r, codes=(0,), positioned=False)
+    assert "20 params" in r.out  # 3000 calls, one linear's weights
+
+
+def test_a_wrong_link_is_reported_once_at_its_own_call(tmp_path: Path) -> None:
+    """``c0 .. c8`` share along a chain whose last link names no call: one error, at c9."""
+    path = _write(tmp_path, _chain(10, "{block: m, in: c8, shares: nowhere}"))
+    r = run_cli("check", str(path))
+    assert r.code == 1
+    lines = r.err.splitlines()
+    assert lines[-1] == "1 error"
+    assert "nodes.c9.shares: unknown block call 'nowhere'" in lines[0]
