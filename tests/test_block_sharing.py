@@ -215,6 +215,28 @@ nodes:
         torch.testing.assert_close(gm(x, y), _mlp(gm, "two.1.a", s0) + _mlp(gm, "two.1.a", y))
 
 
+def test_a_call_that_shares_a_copy_with_sharing_inside(tmp_path: Path) -> None:
+    """``two`` runs ``one``'s module, inside which ``b`` runs ``a``'s: one linear in all."""
+    pair = """\
+  pair:
+    inputs: [p, q]
+    nodes:
+      a: {block: mlp, in: p}
+      b: {block: mlp, in: q, shares: a}
+      s: {op: add, in: [a, b]}
+    outputs: [s, q]
+nodes:
+"""
+    top = "  one: {block: pair, in: [x, y]}\n  two: {block: pair, in: [y, x], shares: one}\n  sum: {op: add, in: [one.s, two.s]}\n"
+    path = _write(tmp_path, MLP.removesuffix("nodes:\n") + pair + top + "outputs: {out: sum}\n")
+    assert graphc.summary(path).total_params == 8 * 8 + 8
+    gm = graphc.lower_spec(path, seed=0).module
+    assert sorted(gm.state_dict()) == ["one.a.fc.bias", "one.a.fc.weight"]
+    x, y = torch.randn(2, 8), torch.randn(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x, y), 2 * (_mlp(gm, "one.a", x) + _mlp(gm, "one.a", y)))
+
+
 def test_a_tie_into_a_sharing_call_names_the_owner(tmp_path: Path) -> None:
     nodes = ("  l: {block: mlp, in: x}\n"
              "  r: {block: mlp, in: y, shares: l}\n"
@@ -244,14 +266,27 @@ outputs: {a: a, b: b}
 """
 
 
-def test_inputs_that_lower_to_other_code_are_refused_at_the_call(tmp_path: Path) -> None:
+# the same, with the attention one block further in: the outer copies' code is alike
+ATTN_NESTED = ATTN.replace("""      att: {op: attention, in: h, heads: 2}
+""", """      inner: {block: att_block, in: h}
+    outputs: [inner]
+  att_block:
+    inputs: [h]
+    nodes:
+      att: {op: attention, in: h, heads: 2}
+""")
+
+
+@pytest.mark.parametrize("text", [ATTN, ATTN_NESTED], ids=["direct", "nested"])
+def test_inputs_that_lower_to_other_code_are_refused_at_the_call(tmp_path: Path, text: str) -> None:
     """Same block, same params, same weights, but attention on [T, D] lowers with an extra
     batch dim: one module cannot run both, and the error points at the sharing call."""
-    path = _write(tmp_path, ATTN)
+    path = _write(tmp_path, text)
     assert graphc.summary(path).total_params > 0  # the graph phase accepts it: weights agree
     with pytest.raises(LowerError) as e:
         graphc.lower_spec(path, seed=0)
-    assert e.value.diagnostics[0].pos.line == 14  # the line of `b`
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("  b: "))
+    assert e.value.diagnostics[0].pos.line == line
     assert "block call 'b' shares 'a'" in str(e.value)
 
 

@@ -243,18 +243,18 @@ class Lowering:
         code compared with the owner's.
         """
         types = self.tg.types
-        for inst in self.shared:
+        for inst in list(self.shared):  # a meta lowering below may add the copy's own sharing calls: not the model's
             assert inst.shares is not None
             owner = self.tg.flat.instances[inst.shares]
             mine = [types[Ref(p, 0)] for p in inst.inputs]
             theirs = [types[Ref(p, 0)] for p in owner.inputs]
             if mine == theirs:
                 continue
-            made, records = dict(self.made), dict(self.records)
+            made, records, shared = dict(self.made), dict(self.records), list(self.shared)
             with torch.device("meta"), torch.random.fork_rng():
-                src = self.lower_scope(inst).code
-            self.made, self.records = made, records
-            if src != gm.get_submodule(inst.shares).code:
+                codes = _block_codes(self.lower_scope(inst))
+            self.made, self.records, self.shared = made, records, shared
+            if codes != _block_codes(gm.get_submodule(inst.shares)):
                 shapes = ", ".join(map(str, mine)), ", ".join(map(str, theirs))
                 raise LowerError(f"block call '{inst.name}' shares '{inst.shares}', but its inputs ({shapes[0]}) lower to other"
                                  f" code than those of '{inst.shares}' ({shapes[1]}); give both calls inputs of the same shape", inst.pos)
@@ -268,6 +268,11 @@ class Lowering:
         graph, root = sl.build(names, inputs, list(flat.outputs.items()), single=len(flat.outputs) == 1)
         cls_name = "".join(p.capitalize() for p in flat.spec.name.replace("-", "_").split("_")) or "Model"
         return fx.GraphModule(root, graph, cls_name)
+
+
+def _block_codes(module: nn.Module) -> dict[str, str]:
+    """The generated code of a block copy and of every block copy inside it, by path."""
+    return {name: m.code for name, m in module.named_modules() if isinstance(m, BlockModule)}
 
 
 def lower(tg: TypedGraph, seed: int | None = None) -> Built:

@@ -615,16 +615,18 @@ class Expander:
             return target
         return None  # an error above, or the target's own call failed (reported there)
 
-    def share_instance(self, mine: Instance, theirs: Instance) -> str | None:
-        """Mark copy ``mine`` (and all inside it) as running ``theirs``; the first of its
-        nodes without a like counterpart, or None."""
-        mine.shares = theirs.name
+    def share_instance(self, mine: Instance, theirs: Instance, top: bool = True) -> str | None:
+        """Mark copy ``mine`` as running ``theirs`` and its nodes (all levels down) as owning
+        nothing; the first of its nodes without a like counterpart, or None.  Block copies
+        inside keep no ``shares``: only the outer call is lowered as a call of another module."""
+        if top:
+            mine.shares = theirs.name
         for flat in mine.nodes:
             other_name = theirs.name + flat[len(mine.name):]
             if flat in self.instances:
                 if other_name not in self.instances:
                     return flat
-                differ = self.share_instance(self.instances[flat], self.instances[other_name])
+                differ = self.share_instance(self.instances[flat], self.instances[other_name], top=False)
                 if differ is not None:
                     return differ
                 continue
