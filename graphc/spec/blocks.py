@@ -56,6 +56,8 @@ def call_params(call: BlockCall, bdef: BlockDef, raw: YMap, where: str, scope: s
     for key, value in given.items():
         if key not in declared:
             hint = did_you_mean(key, list(declared) + sorted(RESERVED))
+            if key == "tie":  # the op-node spelling of sharing: point at the block-call one
+                hint = "; to run the same copy of the block (one set of weights) on other inputs, use `shares: <block call>`"
             errors.append(Diagnostic(locate(raw, (key,), key=True), f"{at(f'{where}.{key}', scope)}: block '{call.block}' has no param '{key}'{hint}"))
             continue
         why = _type_error(key, value, declared[key].type)
@@ -244,3 +246,28 @@ def _raw_copies(reps: Any) -> int:
         lists = [v for v in over.values() if isinstance(v, list)] if isinstance(over, dict) else []
         reps = reps.get("n", max(map(len, lists), default=1))
     return reps if isinstance(reps, int) and not isinstance(reps, bool) and reps > 0 else 1
+
+
+def share_mismatch(
+    call: BlockCall, owner: str, owner_call: BlockCall, copies: list[dict[str, Any]], owner_copies: list[dict[str, Any]],
+    raw: YMap, where: str, scope: str,
+) -> Diagnostic | None:
+    """Why call ``call`` (its copies' params ``copies``) cannot run the copies of block call
+    ``owner``, or None: one module runs both, so the block, the number of copies and every
+    param must be the same (else the parameters' shapes or the code would differ)."""
+    def said(key: str, msg: str) -> Diagnostic:  # at the key that differs when the call gives it, else at `shares`
+        key = key if key in raw else "shares"
+        return Diagnostic(locate(raw, (key,)), f"{at(f'{where}.{key}', scope)}: '{owner}' {msg}")
+
+    if owner_call.block != call.block:
+        return said("block", f"calls block '{owner_call.block}', this call block '{call.block}'; only a call of the same block can share its weights")
+    if len(copies) != len(owner_copies):
+        return said("repeat", f"makes {len(owner_copies)} cop{'y' if len(owner_copies) == 1 else 'ies'}, this call {len(copies)};"
+                              " calls that share weights need the same repeat")
+    for mine, theirs in zip(copies, owner_copies, strict=True):
+        for key, value in mine.items():
+            if key != "index" and theirs.get(key) != value:
+                return said(key, f"has block param {key}={theirs.get(key)!r}, this call {key}={value!r}; calls that share weights need the same params")
+    if call.freeze and not owner_call.freeze:
+        return Diagnostic(locate(raw, ("freeze",)), f"{at(f'{where}.freeze', scope)}: the weights belong to '{owner}'; freeze that call instead")
+    return None

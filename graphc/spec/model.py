@@ -128,6 +128,7 @@ class BlockCall(_Strict):
     doc: str | None = None
     freeze: bool = False
     when: bool = Field(True, description="false leaves the whole block call out")
+    shares: str | None = Field(None, description="another block call in the same scope whose copy (and weights) this call runs on its own inputs")
 
 
 class BlockParam(_Strict):
