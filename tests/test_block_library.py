@@ -288,7 +288,7 @@ def test_inverted_residual_equals_torchvision_layout(cin: int, c: int, stride: i
     ref = nn.Sequential(*[InvertedResidual(cin if i == 0 else c, c, stride if i == 0 else 1, t) for i in range(copies)]).double().eval()
     _randomize(ref)
     gm = _build(tmp_path, "graphc:mobilenet", f"  x: {{shape: [B, {cin}, H, W], example: {{B: 2, H: 12, W: 12}}}}\n",
-                f"  out: {{block: inverted_residual, in: x, cin: {cin}, c: {c}, stride: {stride}, t: {t}, repeat: {copies}}}\n")
+                f"  out: {{block: inverted_residual, in: x, c: {c}, stride: {stride}, t: {t}, repeat: {copies}}}\n")
     _load(gm, ref, _mobilenet_rename(t))
     x = torch.randn(2, cin, 12, 10, dtype=torch.float64)
     with torch.no_grad():
@@ -425,7 +425,7 @@ def test_a_library_included_twice_adds_its_blocks_once(tmp_path: Path) -> None:
     """graphc:mobilenet includes graphc:conv itself; naming both is no 'defined twice'."""
     spec = tmp_path / "spec.yaml"
     spec.write_text("graphc: 1\nname: t\ninclude: [graphc:conv, graphc:mobilenet]\ninputs:\n  x: {shape: [B, 3, 8, 8]}\n"
-                    "nodes:\n  a: {block: conv_bn_act, in: x, c: 8}\n  b: {block: inverted_residual, cin: 8, c: 8}\noutputs: [b]\n")
+                    "nodes:\n  a: {block: conv_bn_act, in: x, c: 8}\n  b: {block: inverted_residual, c: 8}\noutputs: [b]\n")
     assert graphc.check(str(spec)).output_types()["b"].shape[1] == 8
 
 
@@ -461,7 +461,7 @@ def test_mistake_in_a_nested_library_block_names_the_users_call(tmp_path: Path) 
     """inverted_residual calls conv_bn_act: the call named is the user's, not the library's."""
     spec = tmp_path / "spec.yaml"
     spec.write_text("graphc: 1\nname: t\ninclude: [graphc:mobilenet]\ninputs:\n  x: {shape: [B, 5, 8, 8]}\nnodes:\n"
-                    "  s: {block: inverted_residual, in: x, cin: 8, c: 8, t: 1}\noutputs: [s]\n")
+                    "  s: {block: inverted_residual, in: x, c: 8, t: 1, stride: 0}\noutputs: [s]\n")
     with pytest.raises(GraphcError) as info:
         graphc.check(str(spec))
     (d,) = info.value.diagnostics
