@@ -39,7 +39,7 @@ def config_yaml(loaded: LoadedRecipe, spec: Spec, overrides: Sequence[str]) -> s
     if data.get("dataset") and Path(data["dataset"]).suffix and not Path(data["dataset"]).is_absolute() and (base / data["dataset"]).exists():
         data["dataset"] = str((base / data["dataset"]).resolve())
     doc = {"spec": str(spec.file), "recipe": loaded.file, "set": list(overrides), "train": recipe}
-    return HEADER.format(what="the resolved recipe of this run and the --set values it ran with") + yaml.safe_dump(doc, sort_keys=False)
+    return HEADER.format(what="the resolved recipe of this run and the --set values it ran with") + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None)
 
 
 def spec_yaml(spec: Spec) -> str:
