@@ -151,5 +151,8 @@ def _keep(batch: Any) -> Any:
 def make_loader(source: Source, sampler: Sampler[BatchKey], dtypes: Mapping[str, torch.dtype], workers: int = 0,
                 prefetch: int = 2, pin: bool = False) -> DataLoader[dict[str, torch.Tensor]]:
     """A DataLoader yielding ``sampler``'s batches of ``source`` with ``workers`` processes."""
+    # Its own generator: a DataLoader iterator draws a base seed for its workers, and from
+    # torch's global generator that draw would shift the dropout stream of a resumed run.
     return DataLoader(Batches(source, dtypes), sampler=sampler, batch_size=None, collate_fn=_keep, num_workers=workers,
-                      prefetch_factor=prefetch if workers else None, pin_memory=pin, persistent_workers=False)
+                      prefetch_factor=prefetch if workers else None, pin_memory=pin, persistent_workers=False,
+                      generator=torch.Generator().manual_seed(0))
