@@ -281,3 +281,25 @@ def test_rendered_digits_png_recipe_reaches_95_percent(tmp_path: Path) -> None:
     manifest = json.loads((run / "manifest.json").read_text())
     assert {"config.yaml", "spec.yaml", "data.json", "classes.json"} <= set(manifest["files"])
     assert json.loads((run / "data.json").read_text())["files"] == 1797
+
+
+def test_sources_and_recipe_stay_torch_free() -> None:
+    """DataLoader workers and `graphc check` import these: no torch (nor Pillow until decoding)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, graphc.data.images, graphc.data.fingerprint, graphc.train.recipe; "
+            "print(sorted(m for m in ('torch', 'PIL') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_fingerprint_changes_are_described() -> None:
+    from graphc.data.fingerprint import changes, fingerprint_entries, small_entry
+
+    old = fingerprint_entries([small_entry("a/1.png", b"x"), small_entry("a/2.png", b"y")])
+    assert changes(old, old) is None
+    new = fingerprint_entries([small_entry("a/1.png", b"x!"), small_entry("b/3.png", b"z")])
+    assert changes(old, new) == "1 file(s) added, 1 file(s) removed, 1 file(s) changed"
+    assert changes({"kind": "dataset", "digest": "1"}, {"kind": "images", "digest": "1"}) == "the data source changed from dataset to images"

@@ -239,6 +239,10 @@ def _fixed_size(steps: Sequence[Any]) -> bool:
 
 
 def _first_line(e: BaseException) -> str:
+    from PIL import UnidentifiedImageError
+
+    if isinstance(e, UnidentifiedImageError):  # its own text names a BytesIO object, not the file
+        return "not a format Pillow recognises (empty, or not an image)"
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
