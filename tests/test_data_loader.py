@@ -44,7 +44,7 @@ def test_ranks_shard_each_global_batch_exactly(world: int) -> None:
     for j, (epoch, batch) in enumerate(whole):
         pieces = [p[j][1] for p in parts]
         assert all(p[j][0] == epoch for p in parts)
-        assert sum(pieces, []) == batch  # disjoint, in order, together exactly the global batch
+        assert [i for p in pieces for i in p] == batch  # disjoint, in order, together exactly the global batch
         assert max(map(len, pieces)) - min(map(len, pieces)) <= 1
     assert shard(torch.arange(6), 1, 2).tolist() == [3, 4, 5]
     with pytest.raises(ValueError, match="rank 2 is not in"):
