@@ -200,3 +200,32 @@ def test_kill_9_then_resume_matches_with_workers_on_an_image_folder(tmp_path: Pa
     assert _csv(killed / "metrics.csv") == _csv(full / "metrics.csv")
     assert (killed / "results.json").read_text() == (full / "results.json").read_text()
     assert (killed / "classes.json").read_text() == (full / "classes.json").read_text()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_file_broken_after_preparing_is_one_clean_error(tmp_path: Path, workers: int) -> None:
+    from PIL import Image
+
+    from graphc.data import images as gi
+    from graphc.errors import DataError
+
+    for c in ("a", "b"):
+        for i in range(3):
+            p = tmp_path / "imgs" / c / f"{i}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (4, 4), 30 * i).save(p)
+
+    class Where:
+        def pos(self, *path: object) -> object:
+            return None
+
+        def where(self, *path: object) -> str:
+            return "data"
+
+    cfg = gi.ImagesCfg.model_validate({"root": str(tmp_path / "imgs"), "color": "grayscale"})
+    src = gi.prepare(cfg, tmp_path, {"image": None}, (1.0, 0.0, 0.0), 0, Where()).train  # type: ignore[arg-type]
+    for f in src.files:  # type: ignore[attr-defined]
+        Path(f).write_bytes(b"gone")
+    with pytest.raises(DataError) as e:
+        list(make_loader(src, InOrder(len(src), 3), {}, workers=workers))
+    assert "cannot decode image: not a format Pillow recognises" in str(e.value) and "Traceback" not in str(e.value)

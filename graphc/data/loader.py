@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from graphc.data.source import Example, Source
+from graphc.errors import GraphcError
 
 
 class ArraySource:
@@ -129,6 +130,12 @@ class Batches(Dataset[dict[str, torch.Tensor]]):
         self.source, self.dtypes = source, dict(dtypes)
 
     def __getitem__(self, key: BatchKey) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        try:
+            return self._batch(key)
+        except GraphcError as e:  # raised in a worker, torch would re-raise it with the worker's traceback as its text
+            return {FAILED: e}  # type: ignore[dict-item]
+
+    def _batch(self, key: BatchKey) -> dict[str, torch.Tensor]:
         if isinstance(self.source, ArraySource):
             return self.source.gather(key.indices)
         set_epoch = getattr(self.source, "set_epoch", None)
@@ -148,11 +155,32 @@ def _keep(batch: Any) -> Any:
     return batch
 
 
+class Loader:
+    """Iterates a DataLoader's batches; a source's own error (a file that went bad after it
+    was prepared) is raised again here as the one-line error it was."""
+
+    def __init__(self, loader: DataLoader[dict[str, torch.Tensor]]) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for batch in self.loader:
+            failed = batch.get(FAILED)
+            if failed is not None:
+                raise failed  # type: ignore[misc]
+            yield batch
+
+
+FAILED = "__graphc_error__"  # the key a batch that could not be made carries its error under
+
+
 def make_loader(source: Source, sampler: Sampler[BatchKey], dtypes: Mapping[str, torch.dtype], workers: int = 0,
-                prefetch: int = 2, pin: bool = False) -> DataLoader[dict[str, torch.Tensor]]:
+                prefetch: int = 2, pin: bool = False) -> Loader:
     """A DataLoader yielding ``sampler``'s batches of ``source`` with ``workers`` processes."""
     # Its own generator: a DataLoader iterator draws a base seed for its workers, and from
     # torch's global generator that draw would shift the dropout stream of a resumed run.
-    return DataLoader(Batches(source, dtypes), sampler=sampler, batch_size=None, collate_fn=_keep, num_workers=workers,
-                      prefetch_factor=prefetch if workers else None, pin_memory=pin, persistent_workers=False,
-                      generator=torch.Generator().manual_seed(0))
+    return Loader(DataLoader(Batches(source, dtypes), sampler=sampler, batch_size=None, collate_fn=_keep, num_workers=workers,
+                             prefetch_factor=prefetch if workers else None, pin_memory=pin, persistent_workers=False,
+                             generator=torch.Generator().manual_seed(0)))
