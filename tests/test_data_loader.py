@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,7 +117,7 @@ def test_run_folder_records_and_changed_data_warns_on_resume(tmp_path: Path) -> 
     run = tmp_path / "run"
     r = run_cli("train", str(spec), "-o", str(run), "--set", "train.optimizer.lr=0.01")
     assert r.code == 0, r.err
-    assert "data 0%" in r.err or " data " in r.err  # the progress line's share of time waiting for data
+    assert re.search(r"^step 5/10 epoch 1 .* samples/s  data \d+%  ETA", r.err, re.M), r.err  # share of time waiting for data
     cfg = (run / "config.yaml").read_text()
     assert "train.optimizer.lr=0.01" in cfg and "lr: 0.01" in cfg
     # config.yaml is itself a recipe: the same run again from the run folder's own files
