@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from graphc.data.loader import InOrder, StepSampler, make_loader
+from graphc.data.loader import InOrder, Loader, StepSampler, make_loader
 from graphc.errors import DataError, TrainError
 from graphc.graph.infer import TypedGraph
 from graphc.io import write_text, write_with
@@ -181,7 +181,7 @@ class Trainer:
                               start, self.total, self.rank, self.world)
         return iter(self._loader(self.data.train, sampler))
 
-    def _loader(self, split: Split, sampler: StepSampler | InOrder) -> Any:
+    def _loader(self, split: Split, sampler: StepSampler | InOrder) -> Loader:
         cfg = self.recipe.data
         workers = cfg.workers if isinstance(sampler, StepSampler) else min(cfg.workers, len(sampler))
         return make_loader(split.source, sampler, split.dtypes, workers, cfg.prefetch, pin=self.device.type == "cuda")
