@@ -303,3 +303,17 @@ def test_fingerprint_changes_are_described() -> None:
     new = fingerprint_entries([small_entry("a/1.png", b"x!"), small_entry("b/3.png", b"z")])
     assert changes(old, new) == "1 file(s) added, 1 file(s) removed, 1 file(s) changed"
     assert changes({"kind": "dataset", "digest": "1"}, {"kind": "images", "digest": "1"}) == "the data source changed from dataset to images"
+
+
+def test_image_run_trains_and_evaluates_through_the_same_source(tmp_path: Path) -> None:
+    """A small image-folder run end to end in-process, then `graphc evaluate` on its test split."""
+    _folder(tmp_path / "imgs", per=4)
+    spec = _spec(tmp_path)
+    run = tmp_path / "run"
+    r = run_cli("train", str(spec), "-o", str(run), "-q")
+    assert r.code == 0, r.err
+    assert json.loads((run / "classes.json").read_text()) == ["a", "b", "c"]
+    from graphc.use.evaluate import evaluate
+
+    res = evaluate(str(spec), weights=str(run / "best.safetensors"))
+    assert res["examples"] == 3.0 and 0.0 <= res["accuracy"] <= 1.0

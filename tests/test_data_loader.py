@@ -81,9 +81,10 @@ def test_workers_give_the_same_batches_as_the_main_process(tmp_path: Path) -> No
     assert not torch.equal(runs[0][0]["image"], runs[0][3]["image"])  # epochs differ (3 steps per epoch)
 
 
-def test_in_memory_fast_path_and_eval_order() -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_in_memory_fast_path_and_eval_order(workers: int) -> None:
     src = ArraySource({"x": torch.arange(10.0)[:, None], "label": torch.arange(10) % 3})
-    batches = list(make_loader(src, InOrder(10, 4), {}))
+    batches = list(make_loader(src, InOrder(10, 4), {}, workers=workers))
     assert [b["x"].shape[0] for b in batches] == [4, 4, 2]
     assert torch.equal(torch.cat([b["label"] for b in batches]), src.tensors["label"])
     assert len(InOrder(10, 4, limit=2)) == 2
