@@ -100,7 +100,7 @@ def _steps(loaded: LoadedRecipe, spec: Spec) -> int:
     r = loaded.recipe
     if r.steps is not None:
         return r.steps
-    samples = _dataset_size(r.data.dataset, r.data.samples)
+    samples = _dataset_size(r.data.dataset or "", r.data.samples)
     per_epoch = max(1, int(samples * r.data.split[0]) // (r.batch_size * r.grad_accum))
     return (r.epochs or 1) * per_epoch
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +22,11 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from graphc.data.loader import InOrder, Loader, StepSampler, make_loader
 from graphc.errors import DataError, TrainError
 from graphc.graph.infer import TypedGraph
-from graphc.io import write_text
-from graphc.outputs import OutputError, check_folder, clear_owned, spec_path, write_marker
+from graphc.io import write_text, write_with
+from graphc.outputs import FOLDER_FILES, OutputError, check_folder, clear_owned, spec_path, write_marker
 from graphc.train import checkpoint as ckpt
 from graphc.train.data import Data, Split, load_data
 from graphc.train.lora import apply_lora, merged, remove
@@ -132,6 +135,12 @@ class Trainer:
         self.es_best, self.es_bad = math.inf if (self.recipe.early_stopping and self.recipe.early_stopping.mode == "min") else -math.inf, 0
         self.bad_steps = 0
         self.loss_sum, self.loss_n = 0.0, 0
+        # data loading: a distributed trainer sets rank/world; each rank loads its shard of every global batch
+        self.rank, self.world = 0, 1
+        self.overrides: list[str] = []  # the --set values, recorded in config.yaml
+        self._batches: Iterator[dict[str, torch.Tensor]] | None = None
+        self._at, self._left = -1, 0  # the step the batch iterator is at; micro-batches of it still queued
+        self.data_wait = 0.0  # seconds the training loop waited for a batch
 
     def _check_outputs(self) -> None:
         outs = set(self.tg.flat.outputs)
@@ -166,13 +175,34 @@ class Trainer:
 
     # --- batches ----------------------------------------------------------------------------
 
+    def train_loader(self, start: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The training batches from optimizer step ``start`` to the end (graphc/data/loader.py)."""
+        sampler = StepSampler(len(self.data.train), self.recipe.batch_size, self.recipe.grad_accum, self.recipe.seed,
+                              start, self.total, self.rank, self.world)
+        return iter(self._loader(self.data.train, sampler))
+
+    def _loader(self, split: Split, sampler: StepSampler | InOrder) -> Loader:
+        cfg = self.recipe.data
+        workers = cfg.workers if isinstance(sampler, StepSampler) else min(cfg.workers, len(sampler))
+        return make_loader(split.source, sampler, split.dtypes, workers, cfg.prefetch, pin=self.device.type == "cuda")
+
     def micro_batches(self, step: int) -> Iterator[dict[str, torch.Tensor]]:
-        """The ``grad_accum`` micro-batches of optimizer step ``step`` (a pure function of it)."""
-        epoch, pos = divmod(step, self.spe)
-        perm = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + epoch))
-        bs = self.recipe.batch_size
-        for i in range(pos * self.recipe.grad_accum, (pos + 1) * self.recipe.grad_accum):
-            yield {k: v.to(self.device, non_blocking=True) for k, v in self.data.train.batch(perm[i * bs : (i + 1) * bs]).items()}
+        """The ``grad_accum`` micro-batches of optimizer step ``step`` (a pure function of it).
+
+        They come from one loader iterator that runs ahead (workers, prefetch); asking for
+        any other step than the next one starts a new iterator at that step.
+        """
+        if self._batches is None or self._at != step:
+            self._batches, self._left = self.train_loader(step), 0
+        for _ in range(self._left):  # the rest of a step abandoned midway (a skipped non-finite loss)
+            next(self._batches)
+        self._at, self._left = step + 1, self.recipe.grad_accum
+        for _ in range(self.recipe.grad_accum):
+            t0 = time.perf_counter()
+            batch = next(self._batches)
+            self.data_wait += time.perf_counter() - t0
+            self._left -= 1
+            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def outputs(self, fwd: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = fwd(*(batch[n] for n in self.data.inputs))
@@ -222,15 +252,14 @@ class Trainer:
         ms = MetricState(self.recipe.metric_cfgs)
         loss_sum, n = 0.0, 0
         bs = self.recipe.eval_batch_size or 4 * self.recipe.batch_size
-        idx = torch.arange(len(split))
-        batches = list(idx.split(bs))[: self.recipe.eval_batches]
         with torch.compiler.set_stance("force_eager"):
-            for b in batches:
-                batch = {k: v.to(self.device) for k, v in split.batch(b).items()}
+            for cpu_batch in self._loader(split, InOrder(len(split), bs, self.recipe.eval_batches)):
+                batch = {k: v.to(self.device) for k, v in cpu_batch.items()}
+                size = len(next(iter(batch.values())))
                 with _autocast(self.device, self.recipe.precision):
                     out = self.outputs(self.gm, batch)
-                loss_sum += float(total_loss(out, batch, self.recipe.loss_terms)) * len(b)
-                n += len(b)
+                loss_sum += float(total_loss(out, batch, self.recipe.loss_terms)) * size
+                n += size
                 ms.update(out, batch)
         vals = {"loss": loss_sum / max(n, 1), **ms.values()}
         return {f"{prefix}_{k}": v for k, v in vals.items()}
@@ -290,10 +319,11 @@ class Trainer:
                 self.step += 1
                 if math.isfinite(loss):
                     self.loss_sum, self.loss_n = self.loss_sum + loss, self.loss_n + 1
-                self.progress.step(self.step, loss, self.recipe.batch_size * self.recipe.grad_accum)
+                self.progress.step(self.step, loss, self.recipe.batch_size * self.recipe.grad_accum, self.data_wait)
                 if self.step % self.eval_every == 0 or self.step >= self.total:
                     stopped = self._eval_point()
         finally:
+            self._batches = None  # stops the loader's workers
             self.progress.close()
             self.tb.close()
         return self._finish(stopped)
@@ -311,14 +341,37 @@ class Trainer:
         except OSError as e:
             raise OutputError(f"{self.run_dir}: cannot create the run folder: {e.strerror}") from None
         write_marker(self.run_dir, "run")
+        self._write_run_files(resume)
         if self.init_plan is not None:
             from graphc.weights import PLAN_FILE
 
             write_text(self.run_dir / PLAN_FILE, json.dumps(self.init_plan.to_json(), indent=2) + "\n")
 
-    def _resume(self) -> None:
-        import sys
+    def _write_run_files(self, resume: bool) -> None:
+        """What makes the run reproducible: config.yaml (the resolved recipe and --set values),
+        spec.yaml (the spec as trained), data.json (the data's fingerprint) and the data's
+        artifacts (classes.json ...).  A resume keeps the first data.json and warns when the
+        data has changed since."""
+        from graphc.data.fingerprint import changes
+        from graphc.train.runfiles import config_yaml, spec_yaml
 
+        fp = self.run_dir / "data.json"
+        old = _read_json(fp) if resume else None
+        if old is not None:
+            what = changes(old, self.data.fingerprint)
+            if what is not None:
+                print(f"warning: {fp}: the data changed since this run started ({what}); resuming with the data as it is now",
+                      file=sys.stderr)
+        else:
+            write_text(fp, json.dumps(self.data.fingerprint, indent=2) + "\n")
+        write_text(self.run_dir / "config.yaml", config_yaml(self.loaded, self.tg.flat.spec, self.overrides))
+        write_text(self.run_dir / "spec.yaml", spec_yaml(self.tg.flat.spec))
+        for name, data in self.data.artifacts.items():
+            if name not in FOLDER_FILES["run"] or "/" in name:
+                raise TrainError(f"data artifact '{name}' is not a run-folder file (add it to graphc.outputs FOLDER_FILES['run'])")
+            _write_bytes(self.run_dir / name, data)
+
+    def _resume(self) -> None:
         path, warnings = ckpt.latest_valid(self.run_dir / "checkpoints")
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
@@ -379,7 +432,21 @@ def train(
     tg = check(s)
     loaded = load_recipe(s, config, recipe_over)
     trainer = Trainer(tg, loaded, Path(run_dir), init=init, quiet=quiet)
+    trainer.overrides = list(overrides)
     return trainer.run(resume=resume, force=force)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    write_with(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A previous run's JSON file, or None when it is missing or unreadable."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 __all__ = ["Recipe", "TrainResult", "Trainer", "train"]
