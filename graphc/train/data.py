@@ -246,6 +246,10 @@ def load_data(tg: TypedGraph, loaded: LoadedRecipe, seed: int) -> Data:
     inputs = dict(tg.flat.spec.doc.inputs)
     targets = {t.target for t in loaded.recipe.loss_terms} | {m.target for m in loaded.recipe.metric_cfgs if m.target}
     pos = loaded.pos("data", "dataset")
+    if cfg.table is not None or cfg.text is not None:  # datatt: tables.prepare / text.prepare (datacore's loader joins here)
+        from graphc.train.prepared import load_prepared
+
+        return load_prepared(tg, loaded, seed)
     if cfg.dataset in BUILTIN:
         arrays = BUILTIN[cfg.dataset](cfg, inputs)
     elif Path(cfg.dataset).suffix in (".npz", ".csv", ".safetensors"):

@@ -22,7 +22,7 @@ from torch import fx, nn
 
 from graphc.errors import DataError, TrainError
 from graphc.graph.infer import TypedGraph
-from graphc.io import write_text
+from graphc.io import write_text, write_with
 from graphc.outputs import OutputError, check_folder, clear_owned, spec_path, write_marker
 from graphc.train import checkpoint as ckpt
 from graphc.train.data import Data, Split, load_data
@@ -311,6 +311,8 @@ class Trainer:
         except OSError as e:
             raise OutputError(f"{self.run_dir}: cannot create the run folder: {e.strerror}") from None
         write_marker(self.run_dir, "run")
+        for name, blob in getattr(self.data, "artifacts", {}).items():  # datatt stand-in: datacore writes Prepared.artifacts
+            write_with(self.run_dir / name, lambda tmp, b=blob: tmp.write_bytes(b))
         if self.init_plan is not None:
             from graphc.weights import PLAN_FILE
 

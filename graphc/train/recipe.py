@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
+from graphc.data.tables import TableCfg
+from graphc.data.text import TextCfg
 from graphc.errors import Pos, SpecError
 from graphc.spec.load import Spec, read_bounded
 from graphc.spec.overrides import apply_overrides
@@ -27,7 +29,7 @@ class _Strict(BaseModel):
 class DataCfg(_Strict):
     """Where examples come from and how they map onto the spec's inputs."""
 
-    dataset: str = Field(description="digits | wine | iris | breast_cancer | stdlib_chars | synthetic_regression | "
+    dataset: str | None = Field(None, description="digits | wine | iris | breast_cancer | stdlib_chars | synthetic_regression | "
                          "synthetic_classification | synthetic_sequence | a path to .npz/.csv/.safetensors")
     split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/val/test fractions (seeded shuffle)")
     map: dict[str, str] = Field({}, description="spec input or target name -> dataset array/column name")
@@ -36,9 +38,13 @@ class DataCfg(_Strict):
     max_chars: PositiveInt = Field(1_000_000, description="stdlib_chars: corpus size bound")
     seq_len: PositiveInt | None = Field(None, description="sequence sets: window length (default: the spec's example T)")
     seed: int | None = Field(None, description="split/shuffle seed (default: the recipe's seed)")
+    table: TableCfg | None = Field(None, description="a CSV/Parquet/JSONL table: columns -> inputs and targets (docs/data.md)")
+    text: TextCfg | None = Field(None, description="a text corpus and its tokenizer, or text classification (docs/data.md)")
 
     @model_validator(mode="after")
     def _fractions(self) -> DataCfg:
+        if sum(x is not None for x in (self.dataset, self.table, self.text)) != 1:  # datatt stand-in for datacore's validator
+            raise ValueError("give exactly one of 'dataset', 'table' or 'text'")
         if any(f < 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-6 or self.split[0] <= 0:
             raise ValueError(f"split fractions must be >= 0, sum to 1 and leave a training part, got {list(self.split)}")
         return self
