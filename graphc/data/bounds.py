@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from graphc.errors import DataError
-from graphc.ops.registry import Facts, OpError
 from graphc.graph.infer import TypedGraph, where
+from graphc.ops.registry import Facts, OpError
 from graphc.spec.ir import Ref
 
 

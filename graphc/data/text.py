@@ -20,6 +20,7 @@ bucket (the next power of two >= its longest row, at most ``seq_len``) and padde
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -330,10 +331,8 @@ def build_token_file(docs: list[Doc], enc: Encoder, fractions: tuple[float, floa
         for name, data in enc.artifact().items():
             (tmp / name).write_bytes(data)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-        try:
+        with contextlib.suppress(OSError):  # another run finished the same entry first: use theirs
             os.replace(tmp, root / f"tokens-{key}")
-        except OSError:  # another run finished the same entry first: use theirs
-            pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     done = _lookup(root, key)

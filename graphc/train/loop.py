@@ -10,6 +10,7 @@ metrics.csv, best weights and checkpoints all happen together every ``eval_every
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -312,7 +313,7 @@ class Trainer:
             raise OutputError(f"{self.run_dir}: cannot create the run folder: {e.strerror}") from None
         write_marker(self.run_dir, "run")
         for name, blob in getattr(self.data, "artifacts", {}).items():  # datatt stand-in: datacore writes Prepared.artifacts
-            write_with(self.run_dir / name, lambda tmp, b=blob: tmp.write_bytes(b))
+            write_with(self.run_dir / name, functools.partial(Path.write_bytes, data=blob))
         if self.init_plan is not None:
             from graphc.weights import PLAN_FILE
 

@@ -29,7 +29,7 @@ class _Strict(BaseModel):
 class DataCfg(_Strict):
     """Where examples come from and how they map onto the spec's inputs."""
 
-    dataset: str | None = Field(None, description="digits | wine | iris | breast_cancer | stdlib_chars | synthetic_regression | "
+    dataset: str = Field("", description="digits | wine | iris | breast_cancer | stdlib_chars | synthetic_regression | "
                          "synthetic_classification | synthetic_sequence | a path to .npz/.csv/.safetensors")
     split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/val/test fractions (seeded shuffle)")
     map: dict[str, str] = Field({}, description="spec input or target name -> dataset array/column name")
@@ -43,7 +43,7 @@ class DataCfg(_Strict):
 
     @model_validator(mode="after")
     def _fractions(self) -> DataCfg:
-        if sum(x is not None for x in (self.dataset, self.table, self.text)) != 1:  # datatt stand-in for datacore's validator
+        if sum(bool(x) for x in (self.dataset, self.table, self.text)) != 1:  # datatt stand-in for datacore's validator
             raise ValueError("give exactly one of 'dataset', 'table' or 'text'")
         if any(f < 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-6 or self.split[0] <= 0:
             raise ValueError(f"split fractions must be >= 0, sum to 1 and leave a training part, got {list(self.split)}")

@@ -24,7 +24,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     _warn_random_init(args)
     out = predict(args.target, args.data, args.output, weights=args.weights, overrides=args.overrides,
-                  batch_size=args.batch_size, as_=args.as_, topk=args.topk, force=args.force, progress=not args.quiet)
+                  batch_size=args.batch_size, as_=args.as_, topk=args.topk, force=args.force, progress=not args.quiet,
+                  vocab=args.vocab)
     n = len(next(iter(out.values()))) if out else 0
     print(f"predicted {n} examples; wrote {args.output} ({', '.join(f'{k} {list(v.shape)}' for k, v in out.items())})")
     return 0
@@ -101,6 +102,7 @@ def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None])
     p.add_argument("-o", "--output", required=True, help="output file; its suffix picks the format (.csv, .jsonl, .npz)")
     p.add_argument("--as", dest="as_", choices=("labels", "topk", "logits"), default="logits", help="class outputs as ...")
     p.add_argument("--topk", type=_positive, default=5, help="k for --as topk")
+    p.add_argument("--vocab", help="a run folder (or its vocab.json): encode a table's columns as that run's training did")
     p.add_argument("--batch-size", type=_positive, default=256)
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
