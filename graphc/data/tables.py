@@ -210,7 +210,7 @@ def _read_jsonl(path: Path) -> pa.Table:
                 if not raw.strip():
                     continue
                 try:
-                    row = json.loads(raw)
+                    row = json.loads(raw.rstrip(b"\r\n"))
                 except (json.JSONDecodeError, UnicodeDecodeError) as bad:
                     msg, col = (bad.msg, bad.colno) if isinstance(bad, json.JSONDecodeError) else ("not UTF-8 text", 1)
                     raise DataError(f"line is not JSON: {msg}", Pos(str(path), lineno, col)) from None
