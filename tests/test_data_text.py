@@ -44,7 +44,7 @@ def _corpus(tmp: Path, lines: int = 400) -> Path:
     return path
 
 
-def test_bytes_windows_read_the_file_from_a_memmap(tmp_path: Path) -> None:
+def test_bytes_windows_read_the_token_file(tmp_path: Path) -> None:
     path = _corpus(tmp_path)
     p = _prepare(tmp_path, files=["corpus.txt"])
     data = np.frombuffer(path.read_bytes(), np.uint8)

@@ -72,6 +72,8 @@ class TableCfg(_Strict):
     fill: float = Field(0.0, description="missing: constant -> this value")
     unknown: Unknown = Field("unk", description="a category not in the train split's vocabulary: the <unk> id, or an error")
     delimiter: str = Field(",", min_length=1, max_length=1, description="csv: field separator")
+    vocab: str | None = Field(None, description="a training run's vocab.json (or its folder): apply its encoding and classes "
+                              "instead of fitting them (evaluation on new rows; graphc evaluate --vocab)")
 
     @model_validator(mode="after")
     def _one_role(self) -> TableCfg:
@@ -393,9 +395,11 @@ def _combine(parts: list[np.ndarray], entry: dict[str, Any]) -> np.ndarray:
     return np.stack(parts, axis=1)
 
 
-def _class_ids(rows: Rows, name: str, cfg: TargetCfg, split: tuple[np.ndarray, ...], loc: Locator) -> tuple[dict[str, Any], np.ndarray]:
-    """Target ``name`` as ids of the train split's sorted classes (or floats); a val/test label
-    that the train split lacks is an error naming its row: the model could never predict it."""
+def _class_ids(rows: Rows, name: str, cfg: TargetCfg, split: tuple[np.ndarray, ...], loc: Locator,
+               fitted: list[Any] | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """Target ``name`` as ids of the train split's sorted classes (or of ``fitted``, a training
+    run's classes), or as floats; a label outside them is an error naming its row: the model
+    could never predict it."""
     col = _column(rows, cfg.column, loc, ("data", "table", "targets", name))
     use = f"target '{name}'"
     if cfg.kind == "value":
@@ -407,10 +411,9 @@ def _class_ids(rows: Rows, name: str, cfg: TargetCfg, split: tuple[np.ndarray, .
     for i, v in enumerate(values):
         if v is None:
             _missing_error(rows, cfg.column, i, "error")
-    train = split[0]
-    classes = sorted({values[i] for i in train.tolist()}, key=_order)
+    classes = fitted if fitted is not None else sorted({values[i] for i in split[0].tolist()}, key=_order)
     ids = {v: i for i, v in enumerate(classes)}
-    for part in split[1:]:
+    for part in split[1:] if fitted is None else split:
         for i in part.tolist():
             if values[i] not in ids:
                 raise DataError(f"column '{cfg.column}' {rows.at(i)}: label {values[i]!r} does not occur in the training split "
@@ -472,10 +475,13 @@ def prepare(cfg: TableCfg, base: Path, inputs: Mapping[str, InputDef], split: tu
     parts = tuple(kept[p] for p in split_rows(len(kept), split, seed))
     train_mask = np.zeros(rows.table.num_rows, dtype=bool)
     train_mask[parts[0]] = True
-    plan = Plan({name: _fit_input(rows, cfg, name, _cols(spec), train_mask, where) for name, spec in cfg.inputs.items()}, {})
+    fitted = load_plan(resolve(base, cfg.vocab)) if cfg.vocab else None
+    plan = Plan(fitted.inputs if fitted else {name: _fit_input(rows, cfg, name, _cols(spec), train_mask, where)
+                                              for name, spec in cfg.inputs.items()}, {})
     targets: dict[str, np.ndarray] = {}
     for name, spec in cfg.targets.items():
-        plan.targets[name], targets[name] = _class_ids(rows, name, _target(spec), parts, where)
+        known = fitted.targets.get(name, {}).get("classes") if fitted else None
+        plan.targets[name], targets[name] = _class_ids(rows, name, _target(spec), parts, where, known)
     splits = [ArraySplit({**encode_inputs(rows, plan, p), **{k: v[p] for k, v in targets.items()}}) for p in parts]
     classes = {k: t["classes"] for k, t in plan.targets.items() if t["classes"] is not None}
     artifacts = {"vocab.json": (json.dumps(plan.to_json(), indent=1) + "\n").encode()}

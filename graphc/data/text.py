@@ -9,9 +9,9 @@ with the run (``tokenizer.json``).
 Language modelling: the corpus is streamed in blocks of whole lines (never held in memory),
 cut into train/val/test by byte position, and written once as uint16 (vocabulary <= 65536) or
 uint32 ids to ``<cache>/tokens-<hash>/tokens.bin``, keyed by a content hash of the inputs and
-the tokenizer; later runs reuse it.  Training windows of ``T + 1`` ids are read from an
-``np.memmap`` at offsets drawn from ``np.random.default_rng((seed, epoch, i))``, so a corpus
-larger than memory trains with bounded memory (nanoGPT's ``train.bin``, with a cache key).
+the tokenizer; later runs reuse it.  Training windows of ``T + 1`` ids are read from it at
+offsets drawn from ``np.random.default_rng((seed, epoch, i))``, so a corpus larger than
+memory trains with bounded memory (nanoGPT's ``train.bin``, with a cache key).
 
 Classification (a text column + a ``label`` column): each row is tokenized, cut to the length
 bucket (the next power of two >= its longest row, at most ``seq_len``) and padded, with a
@@ -370,7 +370,13 @@ def _unigram(train: np.ndarray, val: np.ndarray) -> float | None:
 class Windows:
     """Next-token windows of one part of a token file: example ``i`` is ``tokens`` = ids
     ``[o, o + T)`` and ``target`` = ``[o + 1, o + T + 1)``.  Train windows start at random
-    offsets drawn from ``(seed, epoch, i)``; val/test windows tile the part in order."""
+    offsets drawn from ``(seed, epoch, i)``; val/test windows tile the part in order.
+
+    A window is read with one ``pread`` rather than through an ``np.memmap``: mapped pages
+    count towards the process's RSS, and where the page cache holds the file in 2 MB folios
+    (as it does for a file this process just wrote) each random window maps 2 MB, so a few
+    hundred windows would hold a gigabyte.  Read pages stay in the page cache, not in RSS.
+    """
 
     path: str
     dtype: str
@@ -380,7 +386,7 @@ class Windows:
     shuffle: bool
     seed: int = 0
     epoch: int = 0
-    _mm: np.memmap[Any, Any] | None = field(default=None, repr=False)
+    _fd: int | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return max(0, (self.stop - self.start - 1) // self.t)
@@ -391,18 +397,24 @@ class Windows:
     def __getitem__(self, i: int) -> Example:
         if not 0 <= i < len(self):
             raise IndexError(i)
-        if self._mm is None:
-            self._mm = np.memmap(self.path, dtype=self.dtype, mode="r")
         if self.shuffle:
             span = self.stop - self.start - self.t  # window starts 0 .. span-1 leave room for T + 1 ids
             o = self.start + int(np.random.default_rng((self.seed & 0xFFFFFFFF, self.epoch, i)).integers(0, span))
         else:
             o = self.start + i * self.t
-        w = np.asarray(self._mm[o:o + self.t + 1], dtype=np.int64)
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        size = np.dtype(self.dtype).itemsize
+        w = np.frombuffer(os.pread(self._fd, (self.t + 1) * size, o * size), dtype=self.dtype).astype(np.int64)
         return {"tokens": w[:-1], "target": w[1:]}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_mm": None}  # each worker maps the file itself
+        return {**self.__dict__, "_fd": None}  # each worker opens the file itself
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
 
 
 def _window_len(cfg: TextCfg, inputs: Mapping[str, InputDef]) -> int:

@@ -35,7 +35,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from graphc.use.evaluate import evaluate
 
     r = evaluate(args.spec, weights=args.weights, onnx=args.onnx, config=args.config, overrides=args.overrides,
-                 split=args.split, data=args.data, batch_size=args.batch_size)
+                 split=args.split, data=args.data, batch_size=args.batch_size, vocab=args.vocab)
     if args.json:
         print(json.dumps({"ok": True, "backend": "onnx" if args.onnx else "torch",
                           "split": "file" if args.data else args.split, "metrics": r}, indent=2))
@@ -116,6 +116,7 @@ def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None])
     p.add_argument("--config", metavar="RECIPE.yaml", help="recipe file (instead of the spec's train: section)")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--data", metavar="FILE", help="evaluate on every example of this file instead of a split")
+    p.add_argument("--vocab", metavar="RUN", help="data.table recipes: a run folder (or its vocab.json) whose encoding and classes to apply")
     p.add_argument("--batch-size", type=_positive, default=256)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_evaluate)
