@@ -216,3 +216,24 @@ def test_predict_vocab_refuses_a_file_that_is_not_one(tmp_path: Path) -> None:
     (tmp_path / "vocab.json").write_text('{"a": 1}')
     with pytest.raises(DataError, match="not a graphc table vocabulary"):
         tables.load_plan(tmp_path / "vocab.json")
+
+
+def test_evaluate_applies_the_runs_vocabulary_and_refuses_unseen_labels(tmp_path: Path) -> None:
+    from graphc.errors import GraphcError
+    from graphc.use.evaluate import evaluate
+
+    _wine_run(tmp_path)
+    spec, run = tmp_path / "wine_table.yaml", tmp_path / "run"
+    r = evaluate(spec, weights=run / "best.safetensors", data=tmp_path / "wine.csv", vocab=run)
+    assert r["accuracy"] > 0.85 and r["examples"] == 178
+    with pytest.raises(GraphcError, match="needs --vocab RUN"):
+        evaluate(spec, weights=run / "best.safetensors", data=tmp_path / "wine.csv")
+    rows = (tmp_path / "wine.csv").read_text().splitlines()
+    rows[5] = rows[5].replace('"barolo"', '"nebbiolo"')
+    (tmp_path / "new.csv").write_text("\n".join(rows) + "\n")
+    before = snapshot(tmp_path)
+    g = run_guarded("evaluate", "wine_table.yaml", "--weights", "run/best.safetensors", "--data", "new.csv", "--vocab", "run",
+                    cwd=tmp_path, torch=True)
+    assert_clean(g, codes=(1,), positioned=True, contains="new.csv:6:1: error: column 'cultivar' data row 5: label 'nebbiolo' "
+                 "does not occur in the training split")
+    assert_unchanged(before, snapshot(tmp_path))
