@@ -231,3 +231,44 @@ outputs: {logits: head}
     assert_clean(r, codes=(1,), positioned=True, contains="nodes.tok: with train.data.text's vocabulary: its input's range [0, 256)")
     assert r.error_lines()[0].startswith(f"{spec}:6:")
     assert not (tmp_path / "run").exists()
+
+
+CLASSIFIER = """graphc: 1
+name: bag_of_bytes
+inputs:
+  tokens: {shape: [B, T], dtype: int64, example: {B: 4, T: 32}, range: [0, 256]}
+  mask: {shape: [B, T], dtype: float32, example: {B: 4, T: 32}}
+nodes:
+  emb:  {op: embedding, in: tokens, num: 256, dim: 16}
+  m:    {op: reshape, in: mask, shape: [B, T, 1]}
+  kept: {op: mul, in: [emb, m]}
+  tot:  {op: sum, in: kept, dims: 1}
+  n:    {op: sum, in: m, dims: 1}
+  avg:  {op: div, in: [tot, n]}
+  head: {op: linear, out: 2}
+outputs: {logits: head}
+train:
+  data:
+    text: {table: reviews.csv, column: review, label: stars}
+    split: [0.6, 0.2, 0.2]
+  loss: {type: cross_entropy, output: logits, target: label}
+  metrics: [accuracy]
+  optimizer: {lr: 0.05}
+  epochs: 15
+  batch_size: 8
+"""
+
+
+def test_text_classification_trains_with_the_mask(tmp_path: Path) -> None:
+    """Masked mean of byte embeddings: 'good'/'bad' reviews padded to one bucket separate."""
+    import graphc.train
+
+    rng = np.random.default_rng(0)
+    words = {"pos": ["good", "great", "fine"], "neg": ["bad", "awful", "poor"]}
+    stars = [("pos", "neg")[i % 2] for i in range(120)]
+    texts = [" ".join(rng.choice(words[s], int(rng.integers(1, 6)))) for s in stars]
+    write_table(pa.table({"review": texts, "stars": stars}), tmp_path / "reviews.csv")
+    (tmp_path / "spec.yaml").write_text(CLASSIFIER)
+    r = graphc.train.train(tmp_path / "spec.yaml", tmp_path / "run", quiet=True)
+    assert r.test["test_accuracy"] >= 0.9, r.test
+    assert json.loads((tmp_path / "run" / "classes.json").read_text()) == {"label": ["neg", "pos"]}
