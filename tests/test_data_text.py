@@ -272,3 +272,14 @@ def test_text_classification_trains_with_the_mask(tmp_path: Path) -> None:
     r = graphc.train.train(tmp_path / "spec.yaml", tmp_path / "run", quiet=True)
     assert r.test["test_accuracy"] >= 0.9, r.test
     assert json.loads((tmp_path / "run" / "classes.json").read_text()) == {"label": ["neg", "pos"]}
+
+
+def test_blocks_never_cut_inside_a_character(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line longer than a block is cut between UTF-8 characters, so BPE decodes every block."""
+    monkeypatch.setattr(text, "BLOCK", 7)
+    body = "héllo wörld\n" + "€" * 40 + "\nend"
+    (tmp_path / "u.txt").write_text(body, encoding="utf-8")
+    blocks = list(text.Doc("u.txt", path=tmp_path / "u.txt").blocks())
+    assert b"".join(b for _, b in blocks).decode() == body
+    assert all(b.decode() for _, b in blocks)
+    assert [n for n, b in blocks if b.startswith(b"end")] == [3]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -91,23 +92,18 @@ class Doc:
         return len(self.data) if self.data is not None else self.path.stat().st_size  # type: ignore[union-attr]
 
     def blocks(self) -> Iterator[tuple[int, bytes]]:
-        """(first line number, block of whole lines of about BLOCK bytes)."""
+        """(first line number, block of whole lines of about BLOCK bytes); a line longer than
+        a block is cut between UTF-8 characters, never inside one."""
         line = 1
-        if self.data is not None:
-            for i in range(0, len(self.data), BLOCK):
-                chunk = self.data[i:i + BLOCK]
-                yield line, chunk
-                line += chunk.count(b"\n")
-            return
-        assert self.path is not None
         rest = b""
-        with self.path.open("rb") as f:
+        with io.BytesIO(self.data) if self.data is not None else self.path.open("rb") as f:  # type: ignore[union-attr]
             while chunk := f.read(BLOCK):
                 chunk = rest + chunk
-                cut = chunk.rfind(b"\n") + 1 or len(chunk)
+                cut = chunk.rfind(b"\n") + 1 or _char_start(chunk)
                 chunk, rest = chunk[:cut], chunk[cut:]
-                yield line, chunk
-                line += chunk.count(b"\n")
+                if chunk:
+                    yield line, chunk
+                    line += chunk.count(b"\n")
         if rest:
             yield line, rest
 
@@ -119,6 +115,15 @@ class Doc:
             for _, b in self.blocks():
                 h.update(b)
         return h.hexdigest()
+
+
+def _char_start(chunk: bytes) -> int:
+    """The index of the last UTF-8 character start in ``chunk`` (continuation bytes are
+    10xxxxxx), so the character it begins goes whole into the next block."""
+    i = len(chunk) - 1
+    while i > 0 and chunk[i] & 0xC0 == 0x80:
+        i -= 1
+    return i if i > 0 else len(chunk)
 
 
 def _pieces(docs: list[Doc], fractions: tuple[float, float, float]) -> Iterator[tuple[int, Doc, int, bytes]]:
