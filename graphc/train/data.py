@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphc.data.bounds import check_value_bounds
 from graphc.data.fingerprint import file_entries, fingerprint_arrays
 from graphc.data.loader import ArraySource, Batches, BatchKey
 from graphc.data.source import Example, Prepared, Source
@@ -281,6 +282,14 @@ def load_data(tg: TypedGraph, loaded: LoadedRecipe, seed: int) -> Data:
         from graphc.data import images
 
         prep = images.prepare(cfg.images, _base(loaded), inputs, cfg.split, split_seed, loaded)
+    elif cfg.table is not None:
+        from graphc.data import tables
+
+        prep = tables.prepare(cfg.table, _base(loaded), inputs, cfg.split, split_seed, loaded)
+    elif cfg.text is not None:
+        from graphc.data import text
+
+        prep = text.prepare(cfg.text, _base(loaded), inputs, cfg.split, split_seed, loaded)
     else:
         raise DataError(f"{loaded.where('data')}: no data source given", loaded.pos("data"))
     return _from_prepared(prep, tg, loaded, inputs, targets)
@@ -353,11 +362,14 @@ def _from_prepared(prep: Prepared, tg: TypedGraph, loaded: LoadedRecipe, inputs:
     for k in inputs:
         _check_shape(k, resolved[k], inputs[k], pos, tg.flat.spec.pos("inputs", k))
     column = getattr(prep.train, "column", None)
+    arrays = getattr(prep.train, "arrays", None)  # an in-memory source (a table): every label is checked
     for t in targets:
-        full = column(names[t]) if column is not None else None
+        full = column(names[t]) if column is not None else arrays.get(names[t]) if isinstance(arrays, dict) else None
         if full is not None:
             resolved[t] = full
     check_targets(tg, loaded, resolved, f"{kind} '{prep.fingerprint.get('root', '')}'".replace(" ''", ""))
+    by_source = {v: k for k, v in names.items()}
+    check_value_bounds(tg, {by_source.get(k, k): b for k, b in prep.value_bounds.items()}, f"{loaded.where('data', kind)}'s vocabulary")
     _check_bounds(tg, loaded, prep.value_bounds, names, pos)
     dtypes = {k: getattr(torch, inputs[k].dtype) if k in inputs else _target(resolved[k][:1]).dtype for k in resolved}
     same = all(k == v for k, v in names.items()) and set(names) == set(example)

@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from graphc.data.images import ImagesCfg
+from graphc.data.tables import TableCfg
+from graphc.data.text import TextCfg
 from graphc.errors import Pos, SpecError
 from graphc.spec.load import Spec, read_bounded
 from graphc.spec.overrides import apply_overrides
@@ -44,6 +46,8 @@ class DataCfg(_Strict):
     seed: int | None = Field(None, description="split/shuffle seed (default: the recipe's seed)")
     workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: load in the training process)")
     prefetch: PositiveInt = Field(2, le=64, description="batches each worker loads ahead")
+    table: TableCfg | None = Field(None, description="a CSV/Parquet/JSONL table: columns -> inputs and targets (docs/data.md)")
+    text: TextCfg | None = Field(None, description="a text corpus and its tokenizer, or text classification (docs/data.md)")
 
     @model_validator(mode="after")
     def _fractions(self) -> DataCfg:
