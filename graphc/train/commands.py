@@ -20,7 +20,7 @@ def _train(args: argparse.Namespace) -> int:
     if test:
         print(f"test (best weights): {test}")
     if r.unigram_loss is not None:
-        print(f"unigram (character-frequency) baseline val_loss {r.unigram_loss:.4f}")
+        print(f"unigram (token-frequency) baseline val_loss {r.unigram_loss:.4f}")
     print(f"wrote {r.run_dir}/best.safetensors, metrics.csv, curves.png, results.json")
     return 0
 

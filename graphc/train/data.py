@@ -361,6 +361,8 @@ def _from_prepared(prep: Prepared, tg: TypedGraph, loaded: LoadedRecipe, inputs:
     names = {k: next(src for src, v in one.items() if v is arr) for k, arr in resolved.items()}
     for k in inputs:
         _check_shape(k, resolved[k], inputs[k], pos, tg.flat.spec.pos("inputs", k))
+    by_source = {v: k for k, v in names.items()}  # ids against the spec's ranges and embeddings first: the spec's line
+    check_value_bounds(tg, {by_source.get(k, k): b for k, b in prep.value_bounds.items()}, f"{loaded.where('data', kind)}'s vocabulary")
     column = getattr(prep.train, "column", None)
     arrays = getattr(prep.train, "arrays", None)  # an in-memory source (a table): every label is checked
     for t in targets:
@@ -368,8 +370,6 @@ def _from_prepared(prep: Prepared, tg: TypedGraph, loaded: LoadedRecipe, inputs:
         if full is not None:
             resolved[t] = full
     check_targets(tg, loaded, resolved, f"{kind} '{prep.fingerprint.get('root', '')}'".replace(" ''", ""))
-    by_source = {v: k for k, v in names.items()}
-    check_value_bounds(tg, {by_source.get(k, k): b for k, b in prep.value_bounds.items()}, f"{loaded.where('data', kind)}'s vocabulary")
     _check_bounds(tg, loaded, prep.value_bounds, names, pos)
     dtypes = {k: getattr(torch, inputs[k].dtype) if k in inputs else _target(resolved[k][:1]).dtype for k in resolved}
     same = all(k == v for k, v in names.items()) and set(names) == set(example)
