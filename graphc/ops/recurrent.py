@@ -9,14 +9,14 @@ states), the initial state is an optional input, and the layout defaults to batc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
 from graphc.ops.common import in_type, need_float, need_rank
 from graphc.ops.context import LowerContext
 from graphc.ops.lazy import nn
-from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
+from graphc.ops.registry import Example, Onnx, OpArgs, OpError, Saved, op
 from graphc.shapes import TensorType
 
 
@@ -24,6 +24,7 @@ class _Recurrent(OpArgs):
     """Rules shared by lstm and gru (the registered ops set ``gates`` and ``ctor``)."""
 
     family: ClassVar[str] = "recurrent"
+    autocast: ClassVar[Literal["lower", "float32", "promote"]] = "lower"
     gates: ClassVar[int] = 4
     ctor: ClassVar[str] = "LSTM"
     states: ClassVar[tuple[str, ...]] = ("h", "c")
@@ -89,6 +90,15 @@ class _Recurrent(OpArgs):
         res = mod(x if self.batch_first else x.transpose(0, 1), init)
         out, last = res[0] if self.batch_first else res[0].transpose(0, 1), res[1]
         return [out, last] if len(self.states) == 1 else [out, *(last[i] for i in range(len(self.states)))]
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        """Per step, layer and direction: the gates, the cell state and the hidden state,
+        plus each layer's input sequence (torch's CPU kernel keeps about that much)."""
+        x = ins[0] or (1, 1, 1)
+        steps = x[0] * x[1]
+        per_layer = steps * self.hidden * self.directions * (self.gates + len(self.states))
+        inputs = steps * self.hidden * self.directions * (self.layers - 1)
+        return Saved(inputs=(0,), extra=(self.layers * per_layer + inputs) * itemsize)
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
         """Gate matmuls: per step, layer and direction ``2 * gates * hidden * (in + hidden)``."""
