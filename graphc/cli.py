@@ -143,15 +143,15 @@ def _print_plan(console: Any, plan: Any) -> None:
 
     from graphc.summarize import human, plan_rows
 
-    table = Table(title=f"training memory per process ({plan.setup.describe()})")
+    table = Table(title="training memory per process")
     for col, justify in (("part", "left"), ("size", "right"), ("at peak", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for row in plan_rows(plan):
         table.add_row(*row, style="bold" if row[0] == "peak" else None)
     console.print(table)
-    console.print(f"peak at: {plan.phase}")
+    console.print(f"setup: {plan.setup.describe()}\npeak at: {plan.phase}", soft_wrap=True)
     if plan.largest:
-        console.print("most saved activations: " + ", ".join(f"{k} {human(v, 'B')}" for k, v in plan.largest))
+        console.print("most saved activations: " + ", ".join(f"{k} {human(v, 'B')}" for k, v in plan.largest), soft_wrap=True)
 
 
 GRAPH_MARKERS = {"mermaid": "%% written by graphc graph\n", "dot": "// written by graphc graph\n"}

@@ -68,6 +68,22 @@ class TrainSetup:
     grad_accum: int = 1
     device: Literal["cpu", "cuda"] = "cuda"
 
+    @classmethod
+    def from_recipe(cls, recipe: Any, device: str = "cuda", world: int = 1) -> TrainSetup:
+        """The setup a training recipe (``graphc.train.recipe.Recipe``) describes.
+
+        Read by attribute, as the planner sits below the train package: batch_size,
+        precision, optimizer, grad_accum, and where the recipe has them ``distributed.strategy``
+        and ``activation_checkpointing`` (block names, or true for every block).
+        """
+        dist = getattr(recipe, "distributed", None)
+        strategy: Any = getattr(dist, "strategy", None) or "none"
+        ckpt = getattr(recipe, "activation_checkpointing", None)
+        checkpoint: bool | tuple[str, ...] = ckpt if isinstance(ckpt, bool) else tuple(ckpt or ())
+        return cls(batch=recipe.batch_size, precision=recipe.precision, optimizer=recipe.optimizer.type,
+                   momentum=recipe.optimizer.momentum, strategy=strategy if world > 1 else "none", world=world,
+                   checkpoint=checkpoint, grad_accum=recipe.grad_accum, device="cpu" if device == "cpu" else "cuda")
+
     def describe(self) -> str:
         parts = [f"batch {self.batch}", self.precision, self.optimizer]
         if self.strategy != "none":
@@ -142,6 +158,7 @@ class _Graph:
         self.nodes: list[_Node] = []
         self.units = _units(tg)
         self.batch = 0
+        self.inputs: set[Ref] = set()  # the batch: live all step long, never an activation
         tied = {(n, p) for n, ties in tg.ties.items() for p in ties}
         for name in tg.order:
             node = tg.flat.nodes[name]
@@ -159,6 +176,7 @@ class _Graph:
         ref = Ref(node.name, 0)
         self.values[ref], self.base[ref] = _Value(nbytes, size, False), ref
         self.batch += nbytes
+        self.inputs.add(ref)
 
     def _itemsize(self, node: FlatNode, dtype: str, ins: list[Ref | None]) -> int:
         """Bytes per element of an op's output under autocast (the spec's dtype in fp32)."""
@@ -207,7 +225,7 @@ class _Graph:
             cast = self._cast_size(node, tg.types[r].dtype, v.itemsize)
             if cast:  # autocast keeps the cast copy, not the original
                 extra += v.nbytes // v.itemsize * cast
-            else:
+            elif self.base[r] not in self.inputs:
                 keeps.add(self.base[r])
         if saved.output and outs:
             keeps.add(outs[0])
@@ -512,15 +530,15 @@ def ways_to_fit(tg: TypedGraph, setup: TrainSetup, limit: int) -> list[str]:
     while b >= 1:
         if plan_memory(tg, replace(setup, batch=b)).peak <= limit:
             accum = -(-batch * setup.grad_accum // b)
-            ways.append(f"batch_size {b} with grad_accum {accum} (same global batch)")
+            ways.append(f"batch_size {b} with grad_accum {accum}, the same global batch (--set train.batch_size={b} --set train.grad_accum={accum})")
             break
         b //= 2
     if not setup.checkpoint and tg.flat.instances and plan_memory(tg, replace(setup, checkpoint=True)).peak <= limit:
-        ways.append("activation checkpointing of every block")
+        ways.append("activation checkpointing of every block (about a third more compute)")
     if setup.strategy != "fsdp":
         for world in (2, 4, 8, 16, 32, 64):
             if plan_memory(tg, replace(setup, strategy="fsdp", world=world)).peak <= limit:
-                ways.append(f"fsdp on {world} processes")
+                ways.append(f"fsdp on {world} processes (distributed: {{strategy: fsdp}}, --nproc {world})")
                 break
     return ways
 
