@@ -146,6 +146,7 @@ class _Node:
     param_grad: int  # bytes of gradients of the parameters it owns (trainable)
     view: bool
     unit: str  # its top-level block instance ("" = the root)
+    work: int = 0  # bytes its kernels allocate and free within a call
 
 
 class _Graph:
@@ -232,7 +233,8 @@ class _Graph:
         if self.low and args.autocast == "lower":
             extra += 2 * sum(prod(s) for s in params.values())  # the weights' low-precision copies
         grad_ins = [self.base[r] for r in ins if r is not None and self.values[self.base[r]].grad]
-        self.nodes.append(_Node(node.name, len(self.nodes), keeps, extra, outs, grad_ins, 4 * trainable, view is not None, self.units.get(node.name, "")))
+        work = args.workspace(in_shapes, out_shapes, itemsize)
+        self.nodes.append(_Node(node.name, len(self.nodes), keeps, extra, outs, grad_ins, 4 * trainable, view is not None, self.units.get(node.name, ""), work))
 
     def _cast_size(self, node: FlatNode, dtype: str, itemsize: int) -> int:
         """Itemsize of the copy autocast makes of an input of ``itemsize`` (0: no copy)."""
@@ -386,7 +388,7 @@ class _Simulation:
                     live.add(r)
                     held, loose = (held + g.nbytes(r), loose) if r in kept else (held, loose + g.nbytes(r))
             held += extras.get(n.name, 0)
-            m = _Moment(f"forward at {n.name}", self.base(acc + self.buckets, loose + self.gathered, held))
+            m = _Moment(f"forward at {n.name}", self.base(acc + self.buckets, loose + n.work + self.gathered, held))
             peak = m if m.total > peak.total else peak
             for r in reads[n.index]:
                 if r in live and r not in kept and r not in outputs and last.get(r, -1) <= n.index:
@@ -418,7 +420,8 @@ class _Simulation:
             new = sum(g.nbytes(r) for r in targets if r not in grads)
             accumulate = max((g.nbytes(r) for r in targets if r in grads), default=0)
             param_grads += n.param_grad // world
-            m = _Moment(f"backward at {n.name}", self.base(param_grads + self.buckets, flowing + new + accumulate + 2 * self.gathered, held))
+            work = flowing + new + accumulate + n.work + 2 * self.gathered
+            m = _Moment(f"backward at {n.name}", self.base(param_grads + self.buckets, work, held))
             peak = m if m.total > peak.total else peak
             for r in n.grad_ins:
                 if r not in grads:

@@ -66,6 +66,10 @@ class _ConvBase(OpArgs):
 
     def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
         return Saved(inputs=(0,))  # x, for the kernel's gradient
+
+    def workspace(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> int:
+        """oneDNN/cuDNN may reorder the input and the output's gradient into their own layout."""
+        return (prod(ins[0] or ()) + prod(outs[0])) * itemsize
     family: ClassVar[str] = "nn"
     onnx: ClassVar[Onnx] = Onnx(("Conv",))
 

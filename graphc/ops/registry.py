@@ -8,8 +8,8 @@ everything else about it, so nothing op-specific lives outside its class:
 * ``lower(ctx, *inputs)``: the torch code, written on fx proxies (imports torch lazily);
   ``ctx`` is a :class:`~graphc.ops.context.LowerContext`;
 * ``flops(ins, outs)``: multiply-adds x2 at concrete example shapes;
-* ``saves(ins, outs, itemsize)`` and ``view_of()``: what autograd keeps for the backward
-  pass and whether the output shares its input's storage (the memory planner,
+* ``saves(ins, outs, itemsize)``, ``workspace(...)`` and ``view_of()``: what autograd keeps
+  for the backward pass, the kernels' temporaries, and whether the output shares its input's storage (the memory planner,
   :mod:`graphc.graph.memory_planner`, reads them to estimate training memory);
 * class attributes: ``inputs`` (input names; ``?`` optional, ``*`` variadic), ``family``,
   ``autocast`` (the precision autocast runs it in), ``onnx`` (expected ONNX ops and
@@ -191,6 +191,11 @@ class OpArgs(BaseModel):
         fair guess for an op that does not say (a plugin op): one output-sized tensor.
         """
         return Saved(output=True)
+
+    def workspace(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> int:
+        """Bytes of temporaries the op's kernels allocate and free within one call, forward or
+        backward, beyond its outputs and gradients (a convolution's reordered copies)."""
+        return 0
 
     def view_of(self) -> int | None:
         """The input whose storage the output shares (a view), or None for a new tensor.

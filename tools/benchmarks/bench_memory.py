@@ -1,0 +1,51 @@
+"""``graphc summary --train``: the memory planner's estimate against measured peak memory on CPU.
+
+Each case builds ``graphc train``'s own Trainer (eager), runs one warm-up step (the
+optimizer state now exists), then measures ``Trainer.train_step`` twice
+(tests/memory_probe.py):
+
+* profiler: torch's profiler with ``profile_memory=True`` (every CPU allocation and free),
+  on top of what is resident when the step starts (parameters, buffers, optimizer state);
+* tensors: a TorchDispatchMode adding up live tensor storages after every op.
+
+The estimate is :func:`graphc.graph.memory_planner.plan_memory` with ``device="cpu"`` (the
+CPU optimizer's per-parameter loop).  Goal (#16): within 20% of the measured peak.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from memory_probe import measure
+
+from graphc.graph.memory_planner import TrainSetup, plan_memory
+from graphc.summarize import human
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+RESNET = {"classes": "10", "inputs.image.example.H": "64", "inputs.image.example.W": "64"}
+CHAR = {"data.max_chars": "50000"}
+CASES: list[tuple[str, str, dict[str, str], str | None, dict[str, str], tuple[int, ...] | None, int, str]] = [
+    # (name, spec, spec --set, recipe, recipe --set, image [C, H, W], batch, precision)
+    ("digits_cnn", "specs/digits_cnn.yaml", {}, None, {}, None, 32, "fp32"),
+    ("digits_cnn", "specs/digits_cnn.yaml", {}, None, {}, None, 256, "fp32"),
+    ("digits_cnn", "specs/digits_cnn.yaml", {}, None, {}, None, 256, "bf16"),
+    ("GPT-mini 4 x 128, T 64", "specs/gpt_mini.yaml", {}, "specs/train/char_gpt.yaml", CHAR, None, 8, "fp32"),
+    ("GPT-mini 4 x 128, T 64", "specs/gpt_mini.yaml", {}, "specs/train/char_gpt.yaml", CHAR, None, 32, "fp32"),
+    ("GPT-mini 4 x 128, T 64", "specs/gpt_mini.yaml", {}, "specs/train/char_gpt.yaml", CHAR, None, 32, "bf16"),
+    ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, (3, 64, 64), 8, "fp32"),
+    ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, (3, 64, 64), 32, "fp32"),
+    ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, (3, 64, 64), 32, "bf16"),
+]
+
+
+def run() -> list[tuple[str, str, str]]:
+    rows = []
+    for name, spec, spec_set, config, recipe_set, image, batch, precision in CASES:
+        tg, m = measure(str(ROOT / spec), spec_set, str(ROOT / config) if config else None,
+                        {"batch_size": str(batch), "precision": precision, **recipe_set}, image=image)
+        plan = plan_memory(tg, TrainSetup(batch=batch, precision=precision, device="cpu"))
+        ratio = plan.peak / m.profiler
+        rows.append((f"{name}, batch {batch}, {precision}: estimate / measured",
+                     f"{human(plan.peak, 'B')} / {human(m.profiler, 'B')} = {ratio:.3f}",
+                     f"tensors {human(m.tensors, 'B')}; peak at {plan.phase}; {'ok' if abs(ratio - 1) <= 0.2 else 'MISSED'} (within 20%)"))
+    return rows
