@@ -127,14 +127,32 @@ def image_recipe(folder: Path, shape: tuple[int, ...], classes: int = 10, sample
     return recipe
 
 
+def checkpoint_blocks(trainer: Trainer) -> int:
+    """Wrap every top-level block instance in ``torch.utils.checkpoint`` (non-reentrant): the
+    planner's ``checkpoint=True``.  Returns how many were wrapped."""
+    from functools import partial
+
+    from torch.utils.checkpoint import checkpoint
+
+    from graphc.lower.fx_lower import BlockModule
+
+    blocks = [m for name, m in trainer.gm.named_modules() if isinstance(m, BlockModule) and name.count(".") <= 1]
+    for m in blocks:
+        m.forward = partial(checkpoint, m.forward, use_reentrant=False)  # type: ignore[method-assign]
+    return len(blocks)
+
+
 def measure(spec: str, spec_set: dict[str, str], config: str | None, recipe_set: dict[str, str], steps: int = 2,
-            image: tuple[int, ...] | None = None) -> tuple[TypedGraph, Measured]:
+            image: tuple[int, ...] | None = None, checkpoint: bool = False) -> tuple[TypedGraph, Measured]:
     """Build the trainer, warm it up one step, then measure ``steps`` steps each way (max).
-    ``image``: train on random images of that [C, H, W] (:func:`image_recipe`) instead of ``config``."""
+    ``image``: train on random images of that [C, H, W] (:func:`image_recipe`) instead of ``config``;
+    ``checkpoint``: checkpoint every top-level block instance (:func:`checkpoint_blocks`)."""
     with tempfile.TemporaryDirectory() as tmp:
         if image is not None:
             config = str(image_recipe(Path(tmp), image))
         tg, trainer = make_trainer(spec, spec_set, config, recipe_set, Path(tmp) / "run")
+        if checkpoint:
+            checkpoint_blocks(trainer)
         trainer.train_step()  # creates the optimizer state
         prof = max(profiler_peak(trainer) for _ in range(steps))
         tens = max(tensor_peak(trainer) for _ in range(steps))

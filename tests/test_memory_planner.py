@@ -25,21 +25,23 @@ RESNET = str(ROOT / "specs/resnet18.yaml")
 CHAR = str(ROOT / "specs/train/char_gpt.yaml")
 SMALL_RESNET = {"width": "8", "classes": "10", "inputs.image.example.H": "32", "inputs.image.example.W": "32"}
 
-# (id, spec, spec --set, recipe file, recipe --set, batch, image [C, H, W] for a fixed-size image set)
+# (id, spec, spec --set, recipe file, recipe --set, batch, image [C, H, W] for a fixed-size image set, checkpoint blocks)
 MEASURED = [
-    ("digits_cnn", DIGITS, {}, None, {}, 32, None),
-    ("gpt_mini", GPT, {"layers": "2"}, CHAR, {"data.max_chars": "20000"}, 8, None),
-    ("resnet18", RESNET, SMALL_RESNET, None, {}, 4, (3, 32, 32)),
+    ("digits_cnn", DIGITS, {}, None, {}, 32, None, False),
+    ("gpt_mini", GPT, {"layers": "2"}, CHAR, {"data.max_chars": "20000"}, 8, None, False),
+    ("gpt_mini-checkpointed", GPT, {"layers": "2"}, CHAR, {"data.max_chars": "20000"}, 8, None, True),
+    ("resnet18", RESNET, SMALL_RESNET, None, {}, 4, (3, 32, 32), False),
 ]
 
 
-@pytest.mark.parametrize(("spec", "spec_set", "config", "recipe_set", "batch", "image"), [m[1:] for m in MEASURED], ids=[m[0] for m in MEASURED])
-def test_estimate_is_within_20_percent_of_the_measured_peak(spec: str, spec_set: dict[str, str], config: str | None,
-                                                            recipe_set: dict[str, str], batch: int, image: tuple[int, ...] | None) -> None:
+@pytest.mark.parametrize(("spec", "spec_set", "config", "recipe_set", "batch", "image", "ckpt"), [m[1:] for m in MEASURED],
+                         ids=[m[0] for m in MEASURED])
+def test_estimate_is_within_20_percent_of_the_measured_peak(spec: str, spec_set: dict[str, str], config: str | None, recipe_set: dict[str, str],
+                                                            batch: int, image: tuple[int, ...] | None, ckpt: bool) -> None:
     from memory_probe import measure
 
-    tg, measured = measure(spec, spec_set, config, {"batch_size": str(batch), **recipe_set}, steps=1, image=image)
-    plan = plan_memory(tg, TrainSetup(batch=batch, device="cpu"))
+    tg, measured = measure(spec, spec_set, config, {"batch_size": str(batch), **recipe_set}, steps=1, image=image, checkpoint=ckpt)
+    plan = plan_memory(tg, TrainSetup(batch=batch, device="cpu", checkpoint=ckpt))
     assert abs(plan.peak - measured.profiler) <= 0.2 * measured.profiler, (plan.peak, measured, plan.phase, plan.at_peak)
     assert abs(measured.tensors - measured.profiler) <= 0.1 * measured.profiler  # the two measurements agree
 

@@ -9,7 +9,8 @@ optimizer state now exists), then measures ``Trainer.train_step`` twice
 * tensors: a TorchDispatchMode adding up live tensor storages after every op.
 
 The estimate is :func:`graphc.graph.memory_planner.plan_memory` with ``device="cpu"`` (the
-CPU optimizer's per-parameter loop).  Goal (#16): within 20% of the measured peak.
+CPU optimizer's per-parameter loop).  ``+ckpt`` rows wrap every top-level block instance in
+``torch.utils.checkpoint`` (non-reentrant) and plan with ``checkpoint=True``.  Goal (#16): within 20% of the measured peak.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 RESNET = {"classes": "10", "inputs.image.example.H": "64", "inputs.image.example.W": "64"}
 CHAR = {"data.max_chars": "50000"}
 CASES: list[tuple[str, str, dict[str, str], str | None, dict[str, str], tuple[int, ...] | None, int, str]] = [
-    # (name, spec, spec --set, recipe, recipe --set, image [C, H, W], batch, precision)
+    # (name, spec, spec --set, recipe, recipe --set, image [C, H, W], batch, precision; "+ckpt": every block checkpointed)
     ("digits_cnn", "specs/digits_cnn.yaml", {}, None, {}, None, 32, "fp32"),
     ("digits_cnn", "specs/digits_cnn.yaml", {}, None, {}, None, 256, "fp32"),
     ("digits_cnn", "specs/digits_cnn.yaml", {}, None, {}, None, 256, "bf16"),
@@ -35,17 +36,20 @@ CASES: list[tuple[str, str, dict[str, str], str | None, dict[str, str], tuple[in
     ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, (3, 64, 64), 8, "fp32"),
     ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, (3, 64, 64), 32, "fp32"),
     ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, (3, 64, 64), 32, "bf16"),
+    ("GPT-mini 4 x 128, T 64", "specs/gpt_mini.yaml", {}, "specs/train/char_gpt.yaml", CHAR, None, 32, "fp32+ckpt"),
+    ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, (3, 64, 64), 32, "fp32+ckpt"),
 ]
 
 
 def run() -> list[tuple[str, str, str]]:
     rows = []
-    for name, spec, spec_set, config, recipe_set, image, batch, precision in CASES:
+    for name, spec, spec_set, config, recipe_set, image, batch, label in CASES:
+        precision, ckpt = label.removesuffix("+ckpt"), label.endswith("+ckpt")
         tg, m = measure(str(ROOT / spec), spec_set, str(ROOT / config) if config else None,
-                        {"batch_size": str(batch), "precision": precision, **recipe_set}, image=image)
-        plan = plan_memory(tg, TrainSetup(batch=batch, precision=precision, device="cpu"))
+                        {"batch_size": str(batch), "precision": precision, **recipe_set}, image=image, checkpoint=ckpt)
+        plan = plan_memory(tg, TrainSetup(batch=batch, precision=precision, device="cpu", checkpoint=ckpt))
         ratio = plan.peak / m.profiler
-        rows.append((f"{name}, batch {batch}, {precision}: estimate / measured",
+        rows.append((f"{name}, batch {batch}, {label}: estimate / measured",
                      f"{human(plan.peak, 'B')} / {human(m.profiler, 'B')} = {ratio:.3f}",
                      f"tensors {human(m.tensors, 'B')}; peak at {plan.phase}; {'ok' if abs(ratio - 1) <= 0.2 else 'MISSED'} (within 20%)"))
     return rows
