@@ -113,18 +113,25 @@ def tensor_peak(trainer: Trainer) -> int:
     return mode.peak
 
 
-def image_recipe(folder: Path, shape: tuple[int, ...], classes: int = 10, samples: int = 64) -> Path:
-    """A recipe training on random images of a fixed ``shape`` ([C, H, W]: the synthetic
-    datasets make symbolic sizes 8), written with its ``.npz`` into ``folder``."""
+def array_recipe(folder: Path, arrays: dict[str, Any]) -> Path:
+    """A recipe training on ``arrays`` (numpy, by input and target name; ``label`` is the
+    cross-entropy target), written with its ``.npz`` into ``folder``: fixed sizes where the
+    synthetic datasets would make symbolic ones 8."""
+    import numpy as np
+
+    np.savez(folder / "arrays.npz", **arrays)
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(f"train:\n  data: {{dataset: {folder / 'arrays.npz'}, split: [1.0, 0.0, 0.0]}}\n"
+                      "  loss: {type: cross_entropy, output: logits, target: label}\n  steps: 10\n")
+    return recipe
+
+
+def random_images(shape: tuple[int, ...], classes: int = 10, samples: int = 64) -> dict[str, Any]:
+    """``image`` [samples, *shape] and ``label`` arrays."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    np.savez(folder / "images.npz", image=rng.standard_normal((samples, *shape)).astype(np.float32),
-             label=rng.integers(0, classes, samples).astype(np.int64))
-    recipe = folder / "recipe.yaml"
-    recipe.write_text(f"train:\n  data: {{dataset: {folder / 'images.npz'}, split: [1.0, 0.0, 0.0]}}\n"
-                      "  loss: {type: cross_entropy, output: logits, target: label}\n  steps: 10\n")
-    return recipe
+    return {"image": rng.standard_normal((samples, *shape)).astype(np.float32), "label": rng.integers(0, classes, samples).astype(np.int64)}
 
 
 def checkpoint_blocks(trainer: Trainer) -> int:
@@ -143,13 +150,13 @@ def checkpoint_blocks(trainer: Trainer) -> int:
 
 
 def measure(spec: str, spec_set: dict[str, str], config: str | None, recipe_set: dict[str, str], steps: int = 2,
-            image: tuple[int, ...] | None = None, checkpoint: bool = False) -> tuple[TypedGraph, Measured]:
+            arrays: dict[str, Any] | None = None, checkpoint: bool = False) -> tuple[TypedGraph, Measured]:
     """Build the trainer, warm it up one step, then measure ``steps`` steps each way (max).
-    ``image``: train on random images of that [C, H, W] (:func:`image_recipe`) instead of ``config``;
+    ``arrays``: train on them (:func:`array_recipe`) instead of ``config``;
     ``checkpoint``: checkpoint every top-level block instance (:func:`checkpoint_blocks`)."""
     with tempfile.TemporaryDirectory() as tmp:
-        if image is not None:
-            config = str(image_recipe(Path(tmp), image))
+        if arrays is not None:
+            config = str(array_recipe(Path(tmp), arrays))
         tg, trainer = make_trainer(spec, spec_set, config, recipe_set, Path(tmp) / "run")
         if checkpoint:
             checkpoint_blocks(trainer)

@@ -38,9 +38,10 @@ MEASURED = [
                          ids=[m[0] for m in MEASURED])
 def test_estimate_is_within_20_percent_of_the_measured_peak(spec: str, spec_set: dict[str, str], config: str | None, recipe_set: dict[str, str],
                                                             batch: int, image: tuple[int, ...] | None, ckpt: bool) -> None:
-    from memory_probe import measure
+    from memory_probe import measure, random_images
 
-    tg, measured = measure(spec, spec_set, config, {"batch_size": str(batch), **recipe_set}, steps=1, image=image, checkpoint=ckpt)
+    arrays = random_images(image) if image else None
+    tg, measured = measure(spec, spec_set, config, {"batch_size": str(batch), **recipe_set}, steps=1, arrays=arrays, checkpoint=ckpt)
     plan = plan_memory(tg, TrainSetup(batch=batch, device="cpu", checkpoint=ckpt))
     assert abs(plan.peak - measured.profiler) <= 0.2 * measured.profiler, (plan.peak, measured, plan.phase, plan.at_peak)
     assert abs(measured.tensors - measured.profiler) <= 0.1 * measured.profiler  # the two measurements agree

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memory_probe import measure
+import numpy as np
+from memory_probe import measure, random_images
 
 from graphc.graph.memory_planner import TrainSetup, plan_memory
 from graphc.summarize import human
@@ -25,28 +26,34 @@ from graphc.summarize import human
 ROOT = Path(__file__).resolve().parent.parent.parent
 RESNET = {"classes": "10", "inputs.image.example.H": "64", "inputs.image.example.W": "64"}
 CHAR = {"data.max_chars": "50000"}
-CASES: list[tuple[str, str, dict[str, str], str | None, dict[str, str], tuple[int, ...] | None, int, str]] = [
-    # (name, spec, spec --set, recipe, recipe --set, image [C, H, W], batch, precision; "+ckpt": every block checkpointed)
+MOBILENET = RESNET
+IMAGES = random_images((3, 64, 64))
+_rng = np.random.default_rng(0)
+TOKENS = {"tokens": _rng.integers(0, 256, (512, 32)).astype(np.int64), "label": _rng.integers(0, 4, 512).astype(np.int64)}
+CASES: list[tuple[str, str, dict[str, str], str | None, dict[str, str], dict[str, np.ndarray] | None, int, str]] = [
+    # (name, spec, spec --set, recipe, recipe --set, arrays to train on, batch, precision; "+ckpt": every block checkpointed)
     ("digits_cnn", "specs/digits_cnn.yaml", {}, None, {}, None, 32, "fp32"),
     ("digits_cnn", "specs/digits_cnn.yaml", {}, None, {}, None, 256, "fp32"),
     ("digits_cnn", "specs/digits_cnn.yaml", {}, None, {}, None, 256, "bf16"),
     ("GPT-mini 4 x 128, T 64", "specs/gpt_mini.yaml", {}, "specs/train/char_gpt.yaml", CHAR, None, 8, "fp32"),
     ("GPT-mini 4 x 128, T 64", "specs/gpt_mini.yaml", {}, "specs/train/char_gpt.yaml", CHAR, None, 32, "fp32"),
     ("GPT-mini 4 x 128, T 64", "specs/gpt_mini.yaml", {}, "specs/train/char_gpt.yaml", CHAR, None, 32, "bf16"),
-    ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, (3, 64, 64), 8, "fp32"),
-    ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, (3, 64, 64), 32, "fp32"),
-    ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, (3, 64, 64), 32, "bf16"),
+    ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, IMAGES, 8, "fp32"),
+    ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, IMAGES, 32, "fp32"),
+    ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, IMAGES, 32, "bf16"),
     ("GPT-mini 4 x 128, T 64", "specs/gpt_mini.yaml", {}, "specs/train/char_gpt.yaml", CHAR, None, 32, "fp32+ckpt"),
-    ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, (3, 64, 64), 32, "fp32+ckpt"),
+    ("resnet18 64x64, 10 classes", "specs/resnet18.yaml", RESNET, None, {}, IMAGES, 32, "fp32+ckpt"),
+    ("mobilenet_v2 64x64, 10 classes", "specs/mobilenet_v2.yaml", MOBILENET, None, {}, IMAGES, 32, "fp32"),
+    ("lstm_classifier (2-layer biLSTM, T 32)", "specs/lstm_classifier.yaml", {}, None, {}, TOKENS, 128, "fp32"),
 ]
 
 
 def run() -> list[tuple[str, str, str]]:
     rows = []
-    for name, spec, spec_set, config, recipe_set, image, batch, label in CASES:
+    for name, spec, spec_set, config, recipe_set, arrays, batch, label in CASES:
         precision, ckpt = label.removesuffix("+ckpt"), label.endswith("+ckpt")
         tg, m = measure(str(ROOT / spec), spec_set, str(ROOT / config) if config else None,
-                        {"batch_size": str(batch), "precision": precision, **recipe_set}, image=image, checkpoint=ckpt)
+                        {"batch_size": str(batch), "precision": precision, **recipe_set}, arrays=arrays, checkpoint=ckpt)
         plan = plan_memory(tg, TrainSetup(batch=batch, precision=precision, device="cpu", checkpoint=ckpt))
         ratio = plan.peak / m.profiler
         rows.append((f"{name}, batch {batch}, {label}: estimate / measured",
