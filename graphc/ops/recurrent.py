@@ -26,6 +26,8 @@ class _Recurrent(OpArgs):
     family: ClassVar[str] = "recurrent"
     autocast: ClassVar[Literal["lower", "float32", "promote"]] = "lower"
     gates: ClassVar[int] = 4
+    kept_per_step: ClassVar[int] = 16  # x hidden fp32 values kept per step, layer and direction (memory planner)
+    bidir_upper: ClassVar[float] = 1.4
     ctor: ClassVar[str] = "LSTM"
     states: ClassVar[tuple[str, ...]] = ("h", "c")
 
@@ -92,13 +94,14 @@ class _Recurrent(OpArgs):
         return [out, last] if len(self.states) == 1 else [out, *(last[i] for i in range(len(self.states)))]
 
     def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
-        """The input, each upper layer's input sequence, and the kernel's workspace: sized after
-        oneDNN's on CPU (measured: 4 x gates x hidden fp32 values per step, layer and direction,
-        about 1.4 times that for the upper layers of a bidirectional stack); cuDNN keeps less."""
+        """The input, each upper layer's input sequence, and what the kernel keeps per step,
+        layer and direction: ``kept_per_step`` x hidden fp32 values, measured on CPU (the LSTM's
+        oneDNN workspace, ``bidir_upper`` times more for the upper layers of a bidirectional
+        stack; the GRU's native kernel); cuDNN keeps less."""
         x = ins[0] or (1, 1, 1)
         steps = x[0] * x[1]
-        per_step = 4 * self.gates * self.hidden * 4
-        work = sum(steps * per_step * self.directions * (1.4 if layer and self.bidirectional else 1.0) for layer in range(self.layers))
+        per_step = self.kept_per_step * self.hidden * 4
+        work = sum(steps * per_step * self.directions * (self.bidir_upper if layer and self.bidirectional else 1.0) for layer in range(self.layers))
         upper = steps * self.hidden * self.directions * (self.layers - 1) * (itemsize + (1 if self.dropout else 0))
         return Saved(inputs=(0,), extra=int(work) + upper)
 
@@ -138,6 +141,8 @@ class GRU(_Recurrent):
     inputs: ClassVar[tuple[str, ...]] = ("x", "h0?")
     onnx: ClassVar[Onnx] = Onnx(("GRU",), atol=1e-5)
     gates: ClassVar[int] = 3
+    kept_per_step: ClassVar[int] = 8
+    bidir_upper: ClassVar[float] = 1.0
     ctor: ClassVar[str] = "GRU"
     states: ClassVar[tuple[str, ...]] = ("h",)
     examples: ClassVar[tuple[Example, ...]] = (
