@@ -212,7 +212,9 @@ class _Graph:
                 self.values[ref] = _Value(prod(shape) * size, size, needs_grad and t.dtype in FLOAT_DTYPES)
                 self.base[ref] = ref
             outs.append(self.base[ref])
-        if not needs_grad:
+        unit = self.units.get(node.name, "")
+        if not needs_grad:  # no backward: its outputs only live in the forward pass
+            self.nodes.append(_Node(node.name, len(self.nodes), set(), 0, outs, [], 0, view is not None, unit))
             return
         itemsize = self.values[outs[0]].itemsize if outs else 4
         saved = args.saves(in_shapes, out_shapes, itemsize)
@@ -234,7 +236,7 @@ class _Graph:
             extra += 2 * sum(prod(s) for s in params.values())  # the weights' low-precision copies
         grad_ins = [self.base[r] for r in ins if r is not None and self.values[self.base[r]].grad]
         work = args.workspace(in_shapes, out_shapes, itemsize)
-        self.nodes.append(_Node(node.name, len(self.nodes), keeps, extra, outs, grad_ins, 4 * trainable, view is not None, self.units.get(node.name, ""), work))
+        self.nodes.append(_Node(node.name, len(self.nodes), keeps, extra, outs, grad_ins, 4 * trainable, view is not None, unit, work))
 
     def _cast_size(self, node: FlatNode, dtype: str, itemsize: int) -> int:
         """Itemsize of the copy autocast makes of an input of ``itemsize`` (0: no copy)."""
