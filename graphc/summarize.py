@@ -12,6 +12,7 @@ from math import prod
 from typing import Any
 
 from graphc.graph.infer import TypedGraph
+from graphc.graph.memory_planner import MemoryPlan, iter_parts, plan_memory
 from graphc.shapes import DTYPE_BYTES
 
 
@@ -107,7 +108,7 @@ def summarize(tg: TypedGraph) -> Summary:
         "params_fp32_bytes": total * 4,
         "params_bf16_bytes": total * 2,
         "activations_bytes": act_bytes,
-        "train_fp32_bytes_estimate": total * 16 + act_bytes * 2,
+        "train_fp32_bytes_estimate": plan_memory(tg).peak,  # the memory planner at the example batch (fp32, AdamW)
     }
     return Summary(
         tg.flat.spec.name,
@@ -122,6 +123,20 @@ def summarize(tg: TypedGraph) -> Summary:
         {n: str(t) for n, t in tg.output_types().items()},
         memory,
     )
+
+
+def plan_rows(plan: MemoryPlan) -> list[tuple[str, str, str]]:
+    """The memory plan as table rows (part, full size, live at the peak), totals last."""
+    rows = [(label, human(size, "B"), human(live, "B")) for label, size, live in iter_parts(plan)]
+    return [*rows, ("peak", "", human(plan.peak, "B"))]
+
+
+def format_plan(plan: MemoryPlan) -> str:
+    """The memory plan as plain text (for messages that cannot use rich)."""
+    lines = [f"training memory per process ({plan.setup.describe()}):", f"  {'part':<24} {'size':>10} {'at peak':>10}"]
+    lines += [f"  {a:<24} {b:>10} {c:>10}" for a, b, c in plan_rows(plan)]
+    lines.append(f"  peak at: {plan.phase}")
+    return "\n".join(lines)
 
 
 def human(n: float, unit: str = "") -> str:

@@ -102,6 +102,10 @@ class Trainer:
         self.device = pick_device(self.recipe.device)
         if self.recipe.precision == "fp16" and self.device.type != "cuda":
             raise TrainError(f"{loaded.where('precision')}: fp16 needs a CUDA device (use bf16 on {self.device.type})", loaded.pos("precision"))
+        if self.device.type == "cuda":
+            from graphc.train.memory import check_memory
+
+            check_memory(tg, self.recipe, self.device)  # the memory planner, before anything is allocated on it
         torch.manual_seed(self.recipe.seed)
         self.data: Data = load_data(tg, loaded, self.recipe.seed)
         self._check_outputs()
