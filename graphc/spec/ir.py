@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from graphc.spec.model import InitScheme, InitSpec
 
 # Keys of a block call that are the language's own, not params of the block.
-RESERVED = {"block", "in", "repeat", "doc", "freeze", "when"}
+RESERVED = {"block", "in", "repeat", "doc", "freeze", "checkpoint", "when"}
 # Public attributes of torch.nn.Module / fx.GraphModule (and graphc's own): a node of that
 # name would shadow them, since every node becomes a module attribute.  Kept as data here so
 # that the front end stays torch-free.
@@ -98,6 +98,7 @@ class Instance:
     inputs: list[str] = field(default_factory=list)  # port node names, in block-input order
     outputs: list[tuple[str, Ref]] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)  # flat names directly inside (ports, ops, sub-instances)
+    checkpoint: bool = False  # the call said checkpoint: true (activations recomputed in backward)
 
 
 @dataclass

@@ -87,6 +87,7 @@ class BlockCall(_Strict):
     repeat: int | None = Field(None, ge=0, description="unroll N copies named name.0 ... name.N-1, chained; 0 passes the inputs through")
     doc: str | None = None
     freeze: bool = False
+    checkpoint: bool = Field(False, description="recompute this call's activations in backward instead of keeping them (training)")
     when: bool = Field(True, description="false leaves the whole block call out")
 
 
