@@ -32,31 +32,46 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _record(**fields: Any) -> None:
+    """Leave this worker's last word for the launcher: ``$GRAPHC_ERROR_DIR/rank<R>.json``."""
+    path = Path(os.environ[ERROR_DIR]) / f"rank{os.environ.get('RANK', '0')}.json"
+    path.write_text(json.dumps({"time": time.time(), **fields}))
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    """The agent stops the other workers with SIGTERM when one fails: say so, and go."""
+    _record(status="stopped")
+    os._exit(128 + signum)
+
+
 def worker(kwargs: dict[str, Any]) -> Any:
     """One worker (in its own process; the agent set RANK, WORLD_SIZE, ...): ``train`` itself.
 
-    An error is written to ``$GRAPHC_ERROR_DIR/rank<R>.json`` for the launcher and the process
-    exits 1 at once, without the traceback multiprocessing would print (``--debug`` keeps it).
+    It writes its pid when it starts and a record when it ends (done, stopped, or its error);
+    a rank with a pid and no record died without a word (killed, out of memory): the root
+    cause.  An error exits 1 at once, without the traceback multiprocessing would print.
     """
     from graphc.train.loop import train
 
+    (Path(os.environ[ERROR_DIR]) / f"rank{os.environ.get('RANK', '0')}.pid").write_text(str(os.getpid()))
+    signal.signal(signal.SIGTERM, _stopped)
     try:
-        return train(**kwargs)
+        result = train(**kwargs)
     except BaseException as e:
         if kwargs.get("debug"):
             import traceback
 
             traceback.print_exc()
-        is_ours = isinstance(e, GraphcError)
-        text = e.message if isinstance(e, GraphcError) else (str(e).strip().splitlines() or [type(e).__name__])[0]
-        record = {"time": time.time(), "ours": is_ours, "type": type(e).__name__, "message": text,
-                  "exit_code": e.exit_code if isinstance(e, GraphcError) else 1,
-                  "diagnostics": [[d.pos.file, d.pos.line, d.pos.col, d.message] for d in e.diagnostics] if isinstance(e, GraphcError) else []}
-        path = Path(os.environ[ERROR_DIR]) / f"rank{os.environ.get('RANK', '0')}.json"
-        path.write_text(json.dumps(record))
+        if isinstance(e, GraphcError):
+            _record(status="error", ours=True, message=e.message, exit_code=e.exit_code,
+                    diagnostics=[[d.pos.file, d.pos.line, d.pos.col, d.message] for d in e.diagnostics])
+        else:
+            _record(status="error", ours=False, message=(str(e).strip().splitlines() or [""])[0], type=type(e).__name__)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
+    _record(status="done")
+    return result
 
 
 def launch(kwargs: dict[str, Any], nproc: int, debug: bool = False) -> Any:
@@ -79,25 +94,37 @@ def launch(kwargs: dict[str, Any], nproc: int, debug: bool = False) -> Any:
     return results[0]
 
 
-def _explain(e: Any, errors: Path) -> GraphcError:
-    """The first failure, in one line: a rank's own error (a graphc error before a crash), or
-    the signal or exit code of a rank that died without one (killed, out of memory)."""
-    own = {}
-    for f in errors.glob("rank*.json"):
+def _read(errors: Path, suffix: str) -> dict[int, Any]:
+    out: dict[int, Any] = {}
+    for f in errors.glob(f"rank*{suffix}"):
         try:
-            own[int(f.stem[4:])] = json.loads(f.read_text())
+            text = f.read_text()
+            out[int(f.name[4 : -len(suffix)])] = json.loads(text) if suffix == ".json" else int(text)
         except (ValueError, OSError):
             continue
-    for rank, failure in sorted(e.failures.items()):
-        if rank not in own:  # died without a word: the root cause, the others only lost it
-            how = f"killed by {signal.Signals(-failure.exitcode).name}" if failure.exitcode < 0 else f"exited with code {failure.exitcode}"
-            return TrainError(f"rank {rank} (pid {failure.pid}) {how}; the other workers were stopped. Continue with --resume")
-    if own:
-        rank, rec = min(own.items(), key=lambda kv: (not kv[1]["ours"], kv[1]["time"]))
-        if rec["ours"]:  # the worker's own error, positions and exit code as it had them
-            err = GraphcError(rec["message"])
-            err.diagnostics = [Diagnostic(Pos(f, int(line), int(col)), m) for f, line, col, m in rec["diagnostics"]] or err.diagnostics
-            err.exit_code = int(rec["exit_code"])
-            return err
-        return TrainError(f"rank {rank} failed: {rec['type']}: {rec['message']}")
-    return TrainError(f"the workers failed: {e}")
+    return out
+
+
+def _explain(e: Any, errors: Path) -> GraphcError:
+    """The root cause, in one line: a rank that died without a word (killed, out of memory),
+    else the earliest graphc error of a rank, else the earliest crash (the others' errors are
+    only their losing that rank: "connection closed by peer")."""
+    pids, recs = _read(errors, ".pid"), _read(errors, ".json")
+    silent = sorted(r for r in pids if r not in recs)
+    if silent:
+        rank = silent[0]
+        failure = e.failures.get(rank)
+        code = failure.exitcode if failure is not None else None
+        how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
+               else f"exited with code {code}" if code is not None else "died")
+        return TrainError(f"rank {rank} (pid {pids[rank]}) {how}; the other workers were stopped (continue with --resume)")
+    failed = sorted((r for r, rec in recs.items() if rec["status"] == "error"), key=lambda r: (not recs[r]["ours"], recs[r]["time"]))
+    if not failed:
+        return TrainError(f"the workers failed: {e}")
+    rank, rec = failed[0], recs[failed[0]]
+    if rec["ours"]:  # the worker's own error, positions and exit code as it had them
+        err = GraphcError(rec["message"])
+        err.diagnostics = [Diagnostic(Pos(f, int(line), int(col)), m) for f, line, col, m in rec["diagnostics"]] or err.diagnostics
+        err.exit_code = int(rec["exit_code"])
+        return err
+    return TrainError(f"rank {rank} failed: {rec['type']}: {rec['message']}")

@@ -336,13 +336,13 @@ class Trainer:
     def _claim(self, resume: bool, force: bool) -> None:
         """Make ``run_dir`` this run's folder (graphc.outputs rules): a fresh run removes the
         previous run's own files (FOLDER_FILES["run"]) and nothing else; --resume keeps them."""
-        folder = check_folder(self.run_dir, "run", force, spec_path(self.tg.flat.spec), resume)
+        folder = dd.on_main(self.world, lambda: check_folder(self.run_dir, "run", force, spec_path(self.tg.flat.spec), resume))
         if resume:
             self._resume()  # first: a folder with no checkpoint is refused before anything is written
         dd.on_main(self.world, lambda: self._make_folder(folder, resume))  # rank 0 alone writes the run folder
 
-    def _make_folder(self, folder: Folder, resume: bool) -> None:
-        if not resume and folder.exists:
+    def _make_folder(self, folder: Folder | None, resume: bool) -> None:
+        if not resume and folder is not None and folder.exists:
             clear_owned(folder)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -420,9 +420,10 @@ def train(
     from graphc.spec.overrides import split_overrides
     from graphc.train.recipe import load_recipe
 
-    check_folder(run_dir, "run", force, spec_path(spec), resume)  # before any work; changes nothing
-    if config is not None:
-        check_folder(run_dir, "run", force, spec_path(config), resume)
+    if dd.world_from_env().main:  # before any work; changes nothing (the other ranks follow rank 0's run folder)
+        check_folder(run_dir, "run", force, spec_path(spec), resume)
+        if config is not None:
+            check_folder(run_dir, "run", force, spec_path(config), resume)
     spec_over, recipe_over = split_overrides(overrides)
     s = as_spec(spec, spec_over)
     tg = check(s)
