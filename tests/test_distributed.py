@@ -9,6 +9,7 @@ The multi-process runs are few and tiny: one module fixture starts each configur
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -77,6 +78,13 @@ def _ok(r: subprocess.CompletedProcess[str]) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+def _in_process(*args: str) -> None:
+    from conftest import run_cli
+
+    r = run_cli(*args)
+    assert r.code == 0, r.err
+
+
 def _history(run: Path) -> list[dict[str, float]]:
     """Per-step rows at full precision: the newest checkpoint's state (metrics.csv rounds)."""
     last = sorted((run / "checkpoints").glob("step_*"))[-1]
@@ -100,13 +108,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     spec = work / "gpt.yaml"
     spec.write_text(SPEC)
     out = {name: work / name for name in ("one", "ddp", "fsdp", "fsdp_to_one", "one_to_fsdp")}
-    _ok(_graphc("train", str(spec), "-o", str(out["one"]), "-q", *ONE))
+    _in_process("train", str(spec), "-o", str(out["one"]), "-q", *ONE)
     _ok(_graphc("--nproc-per-node", "2", "-m", "graphc", "train", str(spec), "-o", str(out["ddp"]), "-q",
                 launcher=("-m", "torch.distributed.run")))
     fsdp = ("--set", "train.distributed.strategy=fsdp")
     _ok(_graphc("train", str(spec), "-o", str(out["fsdp"]), "-q", "--nproc", "2", *fsdp, "--set", "train.activation_checkpointing=[body]"))
     _cut(out["fsdp"], out["fsdp_to_one"])
-    _ok(_graphc("train", str(spec), "-o", str(out["fsdp_to_one"]), "-q", "--resume", *ONE))
+    _in_process("train", str(spec), "-o", str(out["fsdp_to_one"]), "-q", "--resume", *ONE)
     _cut(out["one"], out["one_to_fsdp"])
     _ok(_graphc("train", str(spec), "-o", str(out["one_to_fsdp"]), "-q", "--resume", "--nproc", "2", *fsdp))
     return out
@@ -119,6 +127,7 @@ def _same_losses(a: list[dict[str, float]], b: list[dict[str, float]], tol: floa
             assert abs(ra[col] - rb[col]) <= tol * max(1.0, abs(ra[col])), (ra["step"], col, ra[col], rb[col])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ddp", "fsdp"])
 def test_two_processes_match_one_with_the_same_global_batch(runs: dict[str, Path], name: str) -> None:
     one = _history(runs["one"])
@@ -126,11 +135,13 @@ def test_two_processes_match_one_with_the_same_global_batch(runs: dict[str, Path
     _same_losses(one, _history(runs[name]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["fsdp_to_one", "one_to_fsdp"])
 def test_resume_on_another_number_of_processes_continues_the_curve(runs: dict[str, Path], name: str) -> None:
     _same_losses(_history(runs["one"]), _history(runs[name]))
 
 
+@pytest.mark.slow
 def test_rank_zero_alone_writes_one_ordinary_run_folder(runs: dict[str, Path]) -> None:
     from safetensors.torch import load_file
 
@@ -161,6 +172,7 @@ def _workers(launcher: int) -> list[int]:
     return sorted(found)
 
 
+@pytest.mark.slow
 def test_killed_worker_ends_the_run_naming_its_rank_then_resume(tmp_path: Path) -> None:
     spec = tmp_path / "gpt.yaml"
     spec.write_text(SPEC)
@@ -180,8 +192,10 @@ def test_killed_worker_ends_the_run_naming_its_rank_then_resume(tmp_path: Path) 
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1, err
-    assert f"(pid {workers[-1]}) died; the other workers were stopped (continue with --resume)" in err
-    assert err.startswith("graphc: error: rank ") and "Traceback" not in err
+    line = re.fullmatch(r"graphc: error: rank (\d) \(pid (\d+)\) (died|was killed by SIGKILL); the other workers were stopped "
+                        r"\(continue with --resume\)\n1 error\n", err)
+    assert line is not None, err  # whether the agent saw the signal or only the loss depends on who noticed first
+    assert int(line[2]) == workers[-1]
     assert not _workers(proc.pid)
     r = _graphc("train", str(spec), "-o", str(run), "-q", "--resume", "--set", "train.steps=4", *ONE)
     _ok(r)

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -173,9 +174,11 @@ def restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, stra
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
         msd, osd = get_state_dict(model, optimizer)
-        both = {"model": msd, "optim": osd}
+        both: dict[str, Any] = {"model": msd, "optim": osd}
         try:
-            dcp.load(both, checkpoint_id=path / SHARDED)
+            with warnings.catch_warnings():  # "assuming ... a single process": yes, that is a 2 -> 1 resume
+                warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+                dcp.load(both, checkpoint_id=path / SHARDED)
         except Exception as e:  # CheckpointException wraps each rank's failure
             raise WeightsError(f"{path}: cannot load the sharded checkpoint: {str(e).splitlines()[0]}") from None
         set_state_dict(model, optimizer, model_state_dict=both["model"], optim_state_dict=both["optim"])
@@ -202,7 +205,7 @@ def _load_full_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, sav
     if len(index) != len(order):
         raise WeightsError(f"the checkpoint's optimizer holds {len(index)} parameters, this run {len(order)}")
     fqn = dict(zip(index, order, strict=True))
-    full = {"state": {fqn[i]: v for i, v in saved["state"].items()},
+    full: dict[str, Any] = {"state": {fqn[i]: v for i, v in saved["state"].items()},
             "param_groups": [{**g, "params": [fqn[i] for i in g["params"]]} for g in saved["param_groups"]]}
     set_optimizer_state_dict(model, optimizer, full, options=StateDictOptions(full_state_dict=True))
 

@@ -234,12 +234,13 @@ class FSDP(Strategy):
     def full_state(self, gm: nn.Module) -> dict[str, torch.Tensor]:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(gm, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        state: dict[str, Any] = get_model_state_dict(gm, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return state
 
     def load_full(self, gm: nn.Module, state: dict[str, torch.Tensor]) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        set_model_state_dict(gm, state, options=StateDictOptions(full_state_dict=True))
+        set_model_state_dict(gm, dict[str, Any](state), options=StateDictOptions(full_state_dict=True))
 
 
 def strategy(world: World, device: torch.device, name: str) -> Strategy:

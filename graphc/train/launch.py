@@ -80,7 +80,8 @@ def launch(kwargs: dict[str, Any], nproc: int, debug: bool = False) -> Any:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if not debug:  # the agent's own log lines (rendezvous, "closing signal") are noise to a user
-        logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+        for name in ("torch.distributed.elastic", "torch.multiprocessing"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex, rdzv_backend="c10d",
                           rdzv_endpoint=f"127.0.0.1:{_free_port()}", max_restarts=0, monitor_interval=0.2, start_method="spawn")
     with tempfile.TemporaryDirectory(prefix="graphc-errors-") as errors:
