@@ -239,3 +239,15 @@ def test_recipe_distributed_section_is_validated(tmp_path: Path) -> None:
     r = run_cli("train", str(spec), "-o", str(tmp_path / "run"), "--nproc", "0")
     assert r.code == 2 and "expected a positive number of processes" in r.err
     assert not (tmp_path / "run").exists()
+
+
+def test_nproc_under_torchrun_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import run_cli
+
+    spec = tmp_path / "gpt.yaml"
+    spec.write_text(SPEC)
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(k, v)
+    r = run_cli("train", str(spec), "-o", str(tmp_path / "run"), "--nproc", "2")
+    assert (r.code, r.err) == (1, "graphc: error: --nproc starts its own workers; under torchrun or srun leave it out\n1 error\n")
+    assert not (tmp_path / "run").exists()

@@ -94,11 +94,6 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def barrier(world: World) -> None:
-    if world.distributed:
-        dist.barrier()
-
-
 def rank_slice(indices: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     """This rank's disjoint, contiguous part of a global batch's example indices (the ranks'
     parts, in rank order, are the global batch exactly: a one-process run with the whole
@@ -114,14 +109,6 @@ def mean(world: World, value: torch.Tensor) -> float:
     t = value.detach().float().reshape(1).clone()
     dist.all_reduce(t)
     return float(t) / world.size
-
-
-def all_true(world: World, flag: bool) -> bool:
-    if not world.distributed:
-        return flag
-    t = torch.tensor([0.0 if flag else 1.0])
-    dist.all_reduce(t)
-    return float(t) == 0.0
 
 
 def on_main(world: World, fn: Callable[[], T]) -> T | None:
@@ -264,5 +251,5 @@ def local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if isinstance(t, DTensor) else t
 
 
-__all__ = ["DDP", "FSDP", "Strategy", "World", "all_true", "barrier", "device_for", "init", "mean", "on_main", "rank_slice",
+__all__ = ["DDP", "FSDP", "Strategy", "World", "device_for", "init", "mean", "on_main", "rank_slice",
            "sharded", "shutdown", "strategy", "world_from_env"]
