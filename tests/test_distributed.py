@@ -251,3 +251,58 @@ def test_nproc_under_torchrun_is_refused(tmp_path: Path, monkeypatch: pytest.Mon
     r = run_cli("train", str(spec), "-o", str(tmp_path / "run"), "--nproc", "2")
     assert (r.code, r.err) == (1, "graphc: error: --nproc starts its own workers; under torchrun or srun leave it out\n1 error\n")
     assert not (tmp_path / "run").exists()
+
+
+def _manifest(folder: Path) -> None:
+    import hashlib
+    import json
+
+    files = sorted(str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file() and f.name != "manifest.json")
+    digests = {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in files}
+    (folder / "manifest.json").write_text(json.dumps({"step": 1, "format": "dcp", "files": digests}))
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.write_text, (self.marker, "ran"))
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+def test_sharded_checkpoint_metadata_never_unpickles_code(tmp_path: Path) -> None:
+    """DCP itself unpickles .metadata without restriction; graphc reads data types only."""
+    import pickle
+
+    import torch.distributed.checkpoint as dcp
+
+    from graphc.errors import WeightsError
+    from graphc.train.checkpoint import restore
+    from graphc.train.distributed import Strategy, World
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    step = tmp_path / "step_00000001"
+    dcp.save({"model": model.state_dict()}, checkpoint_id=step / "dcp")
+    torch.save({"step": 1}, step / "state.pt")
+    marker = tmp_path / "pwned"
+    (step / "dcp" / ".metadata").write_bytes(pickle.dumps(_Payload(marker)))
+    _manifest(step)
+    with pytest.raises(WeightsError, match=r"cannot load the sharded checkpoint: .*is not a checkpoint metadata type"):
+        restore(step, model, opt, Strategy(World(), torch.device("cpu")))
+    assert not marker.exists()
+
+
+def test_manifest_naming_a_file_outside_the_checkpoint_is_refused(tmp_path: Path) -> None:
+    import json
+
+    from graphc.errors import WeightsError
+    from graphc.train.checkpoint import verify_checkpoint
+
+    (tmp_path / "secret").write_text("x")
+    step = tmp_path / "ck" / "step_00000001"
+    step.mkdir(parents=True)
+    (step / "manifest.json").write_text(json.dumps({"step": 1, "files": {"../../secret": "0" * 64}}))
+    with pytest.raises(WeightsError, match=r"corrupt manifest.json: file name '../../secret' is outside the checkpoint"):
+        verify_checkpoint(step)

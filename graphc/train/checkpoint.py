@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 import warnings
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from graphc.errors import TrainError, WeightsError
+from graphc.errors import TrainError, WeightsError, first_line
 from graphc.train.distributed import Strategy, World, local, on_main, sharded
 from graphc.weights.tensors import load_weights, read_weights, save_weights, tied_aliases
 
@@ -178,9 +179,9 @@ def restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, stra
         try:
             with warnings.catch_warnings():  # "assuming ... a single process": yes, that is a 2 -> 1 resume
                 warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-                dcp.load(both, checkpoint_id=path / SHARDED)
-        except Exception as e:  # CheckpointException wraps each rank's failure
-            raise WeightsError(f"{path}: cannot load the sharded checkpoint: {str(e).splitlines()[0]}") from None
+                dcp.load(both, storage_reader=_safe_reader(path / SHARDED), planner=_safe_planner())
+        except (Exception, dcp.api.CheckpointException) as e:  # (a BaseException) wraps each rank's failure
+            raise WeightsError(f"{path}: cannot load the sharded checkpoint: {_cause(e)}") from None
         set_state_dict(model, optimizer, model_state_dict=both["model"], optim_state_dict=both["optim"])
         return _read_state(path)
     if not sharded(model):
@@ -192,6 +193,68 @@ def restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, stra
     state = _read_state(path)
     _load_full_optimizer(model, optimizer, state["optimizer"])
     return state
+
+
+# torch.distributed.checkpoint unpickles its .metadata file and its non-tensor values with no
+# restriction; a checkpoint folder can come from anyone, so graphc reads both the way it reads
+# every torch file: data types only (graphc never unpickles code).
+_METADATA_GLOBALS = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+                     ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("collections", "OrderedDict")}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        dtype = module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        if dtype or (module, name) in _METADATA_GLOBALS or module == "torch.distributed.checkpoint.metadata":
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not a checkpoint metadata type")
+
+
+def _safe_reader(path: Path) -> Any:
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+
+    class Reader(FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+            with open(path / ".metadata", "rb") as f:
+                metadata = _MetadataUnpickler(f).load()
+            if not isinstance(metadata, Metadata):
+                raise pickle.UnpicklingError(f"{type(metadata).__name__} is not checkpoint metadata")
+            meta = metadata.storage_meta or StorageMeta()
+            meta.load_id = self.load_id
+            metadata.storage_meta = meta
+            return metadata
+
+    return Reader(path)
+
+
+def _safe_planner() -> Any:
+    import io
+
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+    from torch.distributed.checkpoint.planner import ReadItem
+
+    class Planner(DefaultLoadPlanner):
+        def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+            obj = torch.load(value, weights_only=True)
+            if self.flatten_state_dict:
+                from torch.distributed.checkpoint._traverse import set_element
+
+                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+            else:
+                self.state_dict[read_item.dest_index.fqn] = obj
+
+    return Planner()
+
+
+def _cause(e: BaseException) -> str:
+    """The first rank's own error out of DCP's CheckpointException (whose text is every rank's traceback)."""
+    failures = getattr(e, "failures", None)
+    if isinstance(failures, dict) and failures:
+        first = failures[min(failures)]
+        first = first[0] if isinstance(first, tuple) else first  # (exception, traceback) per rank
+        return first_line(first) if isinstance(first, BaseException) else str(first)
+    return first_line(e)
 
 
 def _load_full_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import fx, nn
 
-from graphc.errors import GraphcError, TrainError
+from graphc.errors import NO_FILE, Diagnostic, GraphcError, Pos, TrainError, first_line
 
 T = TypeVar("T")
 
@@ -86,7 +86,7 @@ def init(world: World, device: torch.device, timeout_s: int) -> None:
         dist.init_process_group(backend, init_method=init_method, rank=world.rank, world_size=world.size,
                                 timeout=datetime.timedelta(seconds=timeout_s), device_id=device if device.type == "cuda" else None)
     except (RuntimeError, ValueError) as e:
-        raise TrainError(f"rank {world.rank}: cannot join the other {world.size - 1} processes: {str(e).splitlines()[0]}") from None
+        raise TrainError(f"rank {world.rank}: cannot join the other {world.size - 1} processes: {first_line(e)}") from None
 
 
 def shutdown() -> None:
@@ -112,20 +112,30 @@ def mean(world: World, value: torch.Tensor) -> float:
 
 
 def on_main(world: World, fn: Callable[[], T]) -> T | None:
-    """Run ``fn`` on rank 0 only; a :class:`GraphcError` it raises is raised on every rank
-    (the others would otherwise wait in their next collective until the timeout)."""
-    error: list[Any] = [None]
+    """Run ``fn`` on rank 0 only.  If it fails, every rank raises (the others would otherwise
+    wait in their next collective until the timeout): rank 0 its own exception, the others a
+    copy of its diagnostics (plain values: any exception class crosses the wire)."""
+    failure: list[Any] = [None]
     result = None
     if world.main:
         try:
             result = fn()
         except GraphcError as e:
-            error[0] = e
+            failure[0] = ([(d.pos.file, d.pos.line, d.pos.col, d.message) for d in e.diagnostics], e.exit_code)
+            own: BaseException = e
+        except Exception as e:
+            failure[0] = ([(NO_FILE, 1, 1, f"rank 0 failed: {type(e).__name__}: {first_line(e)}")], 1)
+            own = e
     if world.distributed:
-        dist.broadcast_object_list(error, src=0)
-    if error[0] is not None:
-        raise error[0]
-    return result
+        dist.broadcast_object_list(failure, src=0)
+    if failure[0] is None:
+        return result
+    if world.main:
+        raise own
+    diagnostics, code = failure[0]
+    err = GraphcError(diagnostics[0][3], Pos(*diagnostics[0][:3]))
+    err.diagnostics, err.exit_code = [Diagnostic(Pos(f, line, col), m) for f, line, col, m in diagnostics], code
+    raise err
 
 
 # --- strategies ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from graphc.errors import Diagnostic, GraphcError, Pos, TrainError
+from graphc.errors import Diagnostic, GraphcError, Pos, TrainError, first_line
 
 ERROR_DIR = "GRAPHC_ERROR_DIR"  # where a worker leaves its error for the launcher
 
@@ -66,7 +66,7 @@ def worker(kwargs: dict[str, Any]) -> Any:
             _record(status="error", ours=True, message=e.message, exit_code=e.exit_code,
                     diagnostics=[[d.pos.file, d.pos.line, d.pos.col, d.message] for d in e.diagnostics])
         else:
-            _record(status="error", ours=False, message=(str(e).strip().splitlines() or [""])[0], type=type(e).__name__)
+            _record(status="error", ours=False, message=first_line(e), type=type(e).__name__)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
