@@ -76,22 +76,32 @@ def worker(kwargs: dict[str, Any]) -> Any:
 
 def launch(kwargs: dict[str, Any], nproc: int, debug: bool = False) -> Any:
     """Run ``train(**kwargs)`` on ``nproc`` local workers; rank 0's result, or one error."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if not debug:  # the agent's own log lines (rendezvous, "closing signal") are noise to a user
-        for name in ("torch.distributed.elastic", "torch.multiprocessing"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        for name in list(logging.root.manager.loggerDict):  # each elastic module sets its own level: all of them
+            if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher", "torch.multiprocessing")):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex, rdzv_backend="c10d",
                           rdzv_endpoint=f"127.0.0.1:{_free_port()}", max_restarts=0, monitor_interval=0.2, start_method="spawn")
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads is None:  # N workers on one machine share its cores instead of each taking them all
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
     with tempfile.TemporaryDirectory(prefix="graphc-errors-") as errors:
         os.environ[ERROR_DIR] = errors
         try:
             results = elastic_launch(config, worker)({**kwargs, "debug": debug})
         except ChildFailedError as e:
             raise _explain(e, Path(errors)) from None
+        except SignalException:  # Ctrl-C / SIGTERM to the launcher: the agent has stopped the workers
+            raise KeyboardInterrupt from None
         finally:
             os.environ.pop(ERROR_DIR, None)
+            if threads is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
     return results[0]
 
 
