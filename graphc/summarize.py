@@ -67,7 +67,10 @@ def _tied(tg: TypedGraph) -> set[tuple[str, str]]:
 
 
 def own_params(tg: TypedGraph, name: str, tied: set[tuple[str, str]]) -> int:
-    """Parameters node ``name`` owns (a tied parameter is counted at its owner only)."""
+    """Parameters node ``name`` owns (a tied parameter is counted at its owner only, and a
+    node of a block call with ``shares`` owns none: it runs its owner's module)."""
+    if tg.flat.nodes[name].shares:
+        return 0
     return sum(prod(s) for p, s in tg.params.get(name, {}).items() if (name, p) not in tied)
 
 
@@ -92,7 +95,8 @@ def summarize(tg: TypedGraph) -> Summary:
         outs_t = tg.out_types(node)
         outs = [t.concrete(sizes) for t in outs_t]
         f = node.args.flops(ins, outs)
-        buffers += sum(prod(s) for s in node.args.buffers(*tg.in_types(node)).values())  # type: ignore[arg-type]
+        if not node.shares:
+            buffers += sum(prod(s) for s in node.args.buffers(*tg.in_types(node)).values())  # type: ignore[arg-type]
         act_bytes += sum(prod(o) * DTYPE_BYTES[t.dtype] for o, t in zip(outs, outs_t, strict=True))
         train = 0 if node.freeze else count
         rows.append(NodeSummary(name, node.op_name, " ".join(str(t) for t in outs_t), count, train, f, node.doc))

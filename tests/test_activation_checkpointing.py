@@ -78,3 +78,46 @@ def test_a_pattern_that_selects_no_block_call_is_a_positioned_error(tmp_path: Pa
         activations.chosen(tg, loaded)  # type: ignore[arg-type]
     assert str(e.value).endswith("error: train.activation_checkpointing.0: 'bdy' matches no block call (did you mean 'body'?)")
     assert str(e.value).startswith(f"{tmp_path / 'gpt.yaml'}:")
+
+
+def test_a_call_that_shares_checkpoints_the_module_it_runs(tmp_path: Path) -> None:
+    from graphc.lower.built import lower_spec
+    from graphc.train import activations
+    from graphc.train.recipe import load_recipe
+
+    spec = tmp_path / "twins.yaml"
+    spec.write_text("""\
+graphc: 1
+name: twins
+inputs:
+  a: {shape: [B, 4], example: {B: 2}}
+  b: {shape: [B, 4], example: {B: 2}}
+blocks:
+  mlp:
+    inputs: [x]
+    nodes:
+      fc: {op: linear, in: x, out: 4}
+      act: {op: gelu}
+    outputs: [act]
+nodes:
+  left: {block: mlp, in: a}
+  right: {block: mlp, in: b, shares: left, checkpoint: true}
+  sum: {op: add, in: [left, right]}
+outputs: {y: sum}
+train:
+  data: {dataset: synthetic_regression}
+  loss: {type: mse, output: y, target: y}
+  steps: 1
+""")
+    from graphc.graph.check import as_spec, check
+
+    s = as_spec(spec)
+    tg = check(s)
+    names = activations.chosen(tg, load_recipe(s))
+    assert names == ["left"], "right has no module of its own: it runs left's"
+    gm = lower_spec(tg, seed=0).module
+    activations.apply(gm, names)
+    calls = [0]
+    gm.get_submodule("left.fc").register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+    gm(torch.randn(2, 4), torch.randn(2, 4)).sum().backward()
+    assert calls[0] == 4, "two calls of the shared block, each run again in backward"

@@ -5,7 +5,9 @@ A block call says ``checkpoint: true`` in the spec, or the recipe lists calls in
 ``body.*`` select every repetition of ``body``).  The chosen instances keep their place and
 names in the module tree (state dict keys, optimizer groups and FSDP units are unchanged):
 only their ``forward`` is replaced by one that runs under ``torch.utils.checkpoint``
-(non-reentrant, RNG state preserved, so dropout masks and gradients are identical).
+(non-reentrant, RNG state preserved, so dropout masks and gradients are identical).  A call
+with ``shares`` runs another call's module: checkpointing it checkpoints that module, so every
+call of it.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def chosen(tg: TypedGraph, loaded: LoadedRecipe) -> list[str]:
             scope = instances[scope].scope
         return False
 
-    return [n for n in instances if n in picked and not inside_picked(n)]
+    outermost = [n for n in instances if n in picked and not inside_picked(n)]
+    return list(dict.fromkeys(instances[n].shares or n for n in outermost))  # a sharing call runs (and recomputes) its owner's module
 
 
 def _checkpointed(forward: Callable[..., Any]) -> Callable[..., Any]:
