@@ -153,8 +153,9 @@ class Strategy:
 
     name = "none"
 
-    def __init__(self, world: World, device: torch.device) -> None:
+    def __init__(self, world: World, device: torch.device, partial_loss: bool = False) -> None:
         self.world, self.device = world, device
+        self.partial_loss = partial_loss  # some spec output is in no loss term: its parameters get no gradient
 
     def wrap(self, gm: fx.GraphModule, forward: nn.Module, precision: str) -> nn.Module:
         """The module training calls (after any compile); ``gm`` keeps the spec's names."""
@@ -183,7 +184,8 @@ class DDP(Strategy):
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        self.ddp = DistributedDataParallel(_Calls(forward, gm), device_ids=ids)
+        # DDP must be told when parameters can go without a gradient (it costs a graph walk per step)
+        self.ddp = DistributedDataParallel(_Calls(forward, gm), device_ids=ids, find_unused_parameters=self.partial_loss)
         return self.ddp
 
     @contextlib.contextmanager
@@ -240,11 +242,11 @@ class FSDP(Strategy):
         set_model_state_dict(gm, dict[str, Any](state), options=StateDictOptions(full_state_dict=True))
 
 
-def strategy(world: World, device: torch.device, name: str) -> Strategy:
+def strategy(world: World, device: torch.device, name: str, partial_loss: bool = False) -> Strategy:
     """The recipe's ``distributed.strategy`` when the run has more than one process, else none."""
     if not world.distributed:
         return Strategy(world, device)
-    return {"ddp": DDP, "fsdp": FSDP}[name](world, device)
+    return {"ddp": DDP, "fsdp": FSDP}[name](world, device, partial_loss)
 
 
 def sharded(model: nn.Module) -> bool:

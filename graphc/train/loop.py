@@ -122,7 +122,8 @@ class Trainer:
         activations.apply(self.gm, activations.chosen(tg, loaded))  # before compile: the compiled blocks recompute
         self.mode = compile_mode(self.gm, self.recipe.compile)
         self.forward = compiled_forward(self.gm, self.mode)
-        self.strategy = dd.strategy(self.world, self.device, self.recipe.distributed.strategy)
+        partial_loss = bool(set(tg.flat.outputs) - {t.output for t in self.recipe.loss_terms})
+        self.strategy = dd.strategy(self.world, self.device, self.recipe.distributed.strategy, partial_loss)
         self.forward = self.strategy.wrap(self.gm, self.forward, self.recipe.precision)  # before the optimizer: FSDP swaps the parameters
         self.opt = make_optimizer(self.gm, tg, self.recipe.optimizer, loaded)  # loaded: param_groups/unfreeze with positions
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.recipe.precision == "fp16")
