@@ -691,7 +691,7 @@ class Expander:
         self, scope: _Scope, inst_name: str, call: BlockCall, bdef: BlockDef, block_raw: YMap,
         params: dict[str, Any], inputs: list[Ref], pos: Pos,
     ) -> Instance | None:
-        inst = Instance(inst_name, call.block, scope.prefix, pos, params)
+        inst = Instance(inst_name, call.block, scope.prefix, pos, params, checkpoint=call.checkpoint)
         self.instances[inst_name] = inst
         if scope.prefix:
             self.instances[scope.prefix].nodes.append(inst_name)

@@ -127,6 +127,7 @@ class BlockCall(_Strict):
     )
     doc: str | None = None
     freeze: bool = False
+    checkpoint: bool = Field(False, description="recompute this call's activations in backward instead of keeping them (training)")
     when: bool = Field(True, description="false leaves the whole block call out")
     shares: str | None = Field(None, description="another block call in the same scope whose copy (and weights) this call runs on its own inputs")
 

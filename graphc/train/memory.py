@@ -25,17 +25,22 @@ def device_memory(device: torch.device) -> tuple[int, int]:
     return int(free), int(total)
 
 
-def check_memory(tg: TypedGraph, recipe: Recipe, device: torch.device) -> None:
+def check_memory(tg: TypedGraph, recipe: Recipe, device: torch.device, world: int = 1, checkpoint: tuple[str, ...] = ()) -> None:
     """Refuse a run the memory planner says cannot fit in the device's free memory: print the
-    plan and name the cheapest change that fits (docs/train.md, "Memory planner")."""
-    import os
+    plan and name the cheapest change that fits (docs/train.md, "Memory planner").
+
+    ``world``: the processes sharing the model; ``checkpoint``: the block instances the
+    trainer checkpoints (the recipe's patterns and the spec's ``checkpoint: true`` calls)."""
+    import dataclasses
     import sys
 
     from graphc.graph.memory_planner import TrainSetup, plan_memory, ways_to_fit
     from graphc.summarize import format_plan, human
 
     free, _ = device_memory(device)
-    setup = TrainSetup.from_recipe(recipe, "cuda", world=int(os.environ.get("WORLD_SIZE", "1")))
+    setup = TrainSetup.from_recipe(recipe, "cuda", world=world)
+    if checkpoint:
+        setup = dataclasses.replace(setup, checkpoint=checkpoint)
     plan = plan_memory(tg, setup)
     if plan.peak <= free:
         return

@@ -161,6 +161,14 @@ class UnfreezeCfg(_Strict):
     match: str = Field(description="glob over parameter paths, e.g. 'body.11.*'")
 
 
+class DistributedCfg(_Strict):
+    """How the processes of a multi-process run (``--nproc N``, torchrun, SLURM) share the model."""
+
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="ddp: every process holds the whole model; "
+                                            "fsdp: parameters, gradients and optimizer state sharded per block (FSDP2)")
+    timeout: PositiveInt = Field(600, description="seconds a collective waits for the other processes before the run stops")
+
+
 class Recipe(_Strict):
     """The whole recipe; ``epochs`` or ``steps`` says how long to train."""
 
@@ -189,6 +197,9 @@ class Recipe(_Strict):
     lora: LoraCfg | None = Field(None, description="fine-tune with LoRA adapters (merged into the saved weights)")
     param_groups: list[ParamGroupCfg] = Field([], description="per-glob lr scale and weight decay (first match wins)")
     unfreeze: list[UnfreezeCfg] = Field([], description="parameters frozen until a step (gradual unfreezing)")
+    distributed: DistributedCfg = Field(DistributedCfg(), description="strategy when run on more than one process")
+    activation_checkpointing: list[str] = Field([], description="block calls (names or globs, e.g. 'body' or 'body.*') whose "
+                                                "activations are recomputed in backward instead of kept")
 
     @model_validator(mode="after")
     def _length(self) -> Recipe:
@@ -196,6 +207,8 @@ class Recipe(_Strict):
             raise ValueError("give exactly one of 'epochs' or 'steps'")
         if self.unfreeze and self.lora is not None:
             raise ValueError("'unfreeze' and 'lora' do not combine (LoRA freezes the base weights; list them in lora.trainable)")
+        if self.lora is not None and self.distributed.strategy == "fsdp":
+            raise ValueError("'lora' does not combine with distributed.strategy fsdp (use ddp: adapters are small)")
         return self
 
     @property
