@@ -77,11 +77,13 @@ def _check(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     import graphc
-    from graphc.summarize import human
+    from graphc.summarize import human, summarize
 
-    s = graphc.summary(args.spec, args.overrides)
+    tg = graphc.check(args.spec, args.overrides)
+    s = summarize(tg)
+    plan = _memory_plan(args, tg) if _wants_plan(args) else None
     if args.json:
-        print(json.dumps(s.to_json(), indent=2))
+        print(json.dumps(s.to_json() | ({"train_memory": plan.to_json()} if plan else {}), indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -100,7 +102,56 @@ def _summary(args: argparse.Namespace) -> int:
         f"FLOPs {human(s.flops)}  params {human(m['params_fp32_bytes'], 'B')} fp32 / "
         f"{human(m['params_bf16_bytes'], 'B')} bf16  activations {human(m['activations_bytes'], 'B')}"
     )
+    if plan is not None:
+        _print_plan(console, plan)
     return 0
+
+
+PLAN_FLAGS = ("batch", "precision", "optimizer", "strategy", "world", "device")
+
+
+def _wants_plan(args: argparse.Namespace) -> bool:
+    """``--train``, or any of its options (they imply it)."""
+    return bool(args.train or args.checkpoint_activations or any(getattr(args, f) is not None for f in PLAN_FLAGS))
+
+
+def _memory_plan(args: argparse.Namespace, tg: Any) -> Any:
+    """The memory plan for the command line's setup; unset options come from the spec's
+    ``train:`` section when it has one (batch_size, precision, optimizer, grad_accum)."""
+    from graphc.graph.memory_planner import TrainSetup, plan_memory
+
+    base = TrainSetup()
+    if tg.flat.spec.doc.train is not None:
+        from graphc.train.recipe import load_recipe
+
+        r = load_recipe(tg.flat.spec).recipe
+        base = TrainSetup(batch=r.batch_size, precision=r.precision, optimizer=r.optimizer.type, momentum=r.optimizer.momentum,
+                          grad_accum=r.grad_accum)
+    picked = {f: getattr(args, f) for f in PLAN_FLAGS if getattr(args, f) is not None}
+    if picked.get("world", 1) > 1 and picked.get("strategy", "none") == "none":
+        raise GraphcError("--world needs --strategy ddp or fsdp")
+    if picked.get("strategy", "none") != "none" and "world" not in picked:
+        picked["world"] = 2
+    if args.checkpoint_activations:
+        picked["checkpoint"] = True
+    fields = {k: getattr(base, k) for k in ("batch", "precision", "optimizer", "momentum", "grad_accum")} | picked
+    return plan_memory(tg, TrainSetup(**fields))
+
+
+def _print_plan(console: Any, plan: Any) -> None:
+    from rich.table import Table
+
+    from graphc.summarize import human, plan_rows
+
+    table = Table(title="training memory per process")
+    for col, justify in (("part", "left"), ("size", "right"), ("at peak", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for row in plan_rows(plan):
+        table.add_row(*row, style="bold" if row[0] == "peak" else None)
+    console.print(table)
+    console.print(f"setup: {plan.setup.describe()}\npeak at: {plan.phase}", soft_wrap=True)
+    if plan.largest:
+        console.print("most saved activations: " + ", ".join(f"{k} {human(v, 'B')}" for k, v in plan.largest), soft_wrap=True)
 
 
 GRAPH_MARKERS = {"mermaid": "%% written by graphc graph\n", "dot": "// written by graphc graph\n"}
@@ -120,6 +171,16 @@ def _schema(args: argparse.Namespace) -> int:
     from graphc.spec.schema import spec_schema
 
     return emit_text(json.dumps(spec_schema(), indent=2) + "\n", args.output, args.force, is_ours=is_graphc_schema, what="schema file")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:
@@ -145,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_spec_args(p)
     p.add_argument("--depth", type=int, default=None, help="aggregate rows to N levels of the node path")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    g = p.add_argument_group("training memory (the memory planner; any of these implies --train)")
+    g.add_argument("--train", action="store_true", help="estimate per-process peak training memory")
+    g.add_argument("--batch", type=_positive, metavar="B", help="batch size (default: the spec's train.batch_size, else its example)")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="autocast precision (default: the recipe's, else fp32)")
+    g.add_argument("--optimizer", choices=("adamw", "adam", "sgd"), help="default: the recipe's, else adamw")
+    g.add_argument("--strategy", choices=("none", "ddp", "fsdp"), help="data-parallel strategy (default: none)")
+    g.add_argument("--world", type=_positive, metavar="N", help="processes (with --strategy; default 2)")
+    g.add_argument("--checkpoint-activations", action="store_true", help="checkpoint every block instance")
+    g.add_argument("--device", choices=("cuda", "cpu"), help="whose optimizer kernels to assume (default: cuda)")
     p.set_defaults(handler=_summary)
 
     p = sub.add_parser("graph", help="draw the graph as Mermaid or Graphviz DOT")

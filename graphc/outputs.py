@@ -45,7 +45,8 @@ MARKER_KEY = "graphc_output"
 # removes there (plus those a previous graphc manifest of the same kind lists).
 FOLDER_FILES: dict[str, tuple[str, ...]] = {
     "compile": ("model.py", "weights.safetensors", "model.onnx", "verify.json", "summary.json", MANIFEST),
-    "run": ("checkpoints", "best.safetensors", "metrics.csv", "results.json", "curves.png", "tb", "weights_plan.json", MANIFEST),
+    "run": ("checkpoints", "best.safetensors", "metrics.csv", "results.json", "curves.png", "tb", "weights_plan.json",
+            "config.yaml", "spec.yaml", "data.json", "classes.json", "vocab.json", "tokenizer.json", MANIFEST),
 }
 READ_CAP = 1 << 20  # bytes read of an existing manifest or text file to recognise it
 

@@ -12,6 +12,7 @@ from math import prod
 from typing import Any
 
 from graphc.graph.infer import TypedGraph
+from graphc.graph.memory_planner import MemoryPlan, iter_parts, plan_memory
 from graphc.shapes import DTYPE_BYTES
 
 
@@ -67,7 +68,10 @@ def _tied(tg: TypedGraph) -> set[tuple[str, str]]:
 
 
 def own_params(tg: TypedGraph, name: str, tied: set[tuple[str, str]]) -> int:
-    """Parameters node ``name`` owns (a tied parameter is counted at its owner only)."""
+    """Parameters node ``name`` owns (a tied parameter is counted at its owner only, and a
+    node of a block call with ``shares`` owns none: it runs its owner's module)."""
+    if tg.flat.nodes[name].shares:
+        return 0
     return sum(prod(s) for p, s in tg.params.get(name, {}).items() if (name, p) not in tied)
 
 
@@ -92,7 +96,8 @@ def summarize(tg: TypedGraph) -> Summary:
         outs_t = tg.out_types(node)
         outs = [t.concrete(sizes) for t in outs_t]
         f = node.args.flops(ins, outs)
-        buffers += sum(prod(s) for s in node.args.buffers(*tg.in_types(node)).values())  # type: ignore[arg-type]
+        if not node.shares:
+            buffers += sum(prod(s) for s in node.args.buffers(*tg.in_types(node)).values())  # type: ignore[arg-type]
         act_bytes += sum(prod(o) * DTYPE_BYTES[t.dtype] for o, t in zip(outs, outs_t, strict=True))
         train = 0 if node.freeze else count
         rows.append(NodeSummary(name, node.op_name, " ".join(str(t) for t in outs_t), count, train, f, node.doc))
@@ -103,7 +108,7 @@ def summarize(tg: TypedGraph) -> Summary:
         "params_fp32_bytes": total * 4,
         "params_bf16_bytes": total * 2,
         "activations_bytes": act_bytes,
-        "train_fp32_bytes_estimate": total * 16 + act_bytes * 2,
+        "train_fp32_bytes_estimate": plan_memory(tg).peak,  # the memory planner at the example batch (fp32, AdamW)
     }
     return Summary(
         tg.flat.spec.name,
@@ -118,6 +123,20 @@ def summarize(tg: TypedGraph) -> Summary:
         {n: str(t) for n, t in tg.output_types().items()},
         memory,
     )
+
+
+def plan_rows(plan: MemoryPlan) -> list[tuple[str, str, str]]:
+    """The memory plan as table rows (part, full size, live at the peak), totals last."""
+    rows = [(label, human(size, "B"), human(live, "B")) for label, size, live in iter_parts(plan)]
+    return [*rows, ("peak", "", human(plan.peak, "B"))]
+
+
+def format_plan(plan: MemoryPlan) -> str:
+    """The memory plan as plain text (for messages that cannot use rich)."""
+    lines = [f"training memory per process ({plan.setup.describe()}):", f"  {'part':<24} {'size':>10} {'at peak':>10}"]
+    lines += [f"  {a:<24} {b:>10} {c:>10}" for a, b, c in plan_rows(plan)]
+    lines.append(f"  peak at: {plan.phase}")
+    return "\n".join(lines)
 
 
 def human(n: float, unit: str = "") -> str:

@@ -24,6 +24,7 @@ ZOO: dict[str, tuple[str, str]] = {
     "resnet18": ("ResNet-18 (He et al., 2016)", "torchvision `resnet18` (parameters; weights via its map)"),
     "resnet50": ("ResNet-50, bottleneck blocks (He et al., 2016)", "torchvision `resnet50` (parameters; weights via its map)"),
     "mobilenet_v2": ("MobileNetV2, depthwise convs and inverted residuals (Sandler et al., 2018)", "torchvision `mobilenet_v2` (parameters; weights via its map)"),
+    "vgg11": ("VGG-11, configuration A (Simonyan & Zisserman, 2015); stages as per-copy repeat lists", "torchvision `vgg11` layout (parameters; outputs with copied weights, tests/test_repeat_over.py)"),
     "vit_b_16": ("ViT-B/16 (Dosovitskiy et al., 2021)", "torchvision `vit_b_16` (parameters; weights via its map)"),
     "gpt2": ("GPT-2 small, tied embeddings (Radford et al., 2019)", "HF `GPT2LMHeadModel(GPT2Config())` (parameters and logits)"),
     "bert": ("BERT-base encoder with pooler (Devlin et al., 2019)", "HF `BertModel(BertConfig())` (parameters and outputs)"),
@@ -41,6 +42,8 @@ Real architectures written as graphc specs, each checked against a reference. Ge
 `python tools/gen_zoo_docs.py` from `graphc summary --json`; `tests/test_zoo.py` fails when
 this page is out of date. FLOPs count a multiply-add as 2, at each spec's example input size.
 Every spec shrinks for quick runs with the `--set` options on its `# graphc-ci:` line.
+resnet18, resnet50, mobilenet_v2 and resnet_block are built from graphc's block library
+(`include: [graphc:resnet]`, `[graphc:mobilenet]`; see [spec.md](spec.md#the-block-library)).
 
 | spec | what | parameters | FLOPs (example size) | example input | reference |
 | --- | --- | ---: | ---: | --- | --- |

@@ -32,8 +32,10 @@ def _fx_name(local: str, out_names: list[str], i: int) -> str:
     return base if len(out_names) == 1 else f"{base}_{out_names[i]}"
 
 
-def _inline(graph: fx.Graph, gm: fx.GraphModule, prefix: str, args: list[fx.Node], found: dict[str, fx.Node]) -> Any:
-    """Copy ``gm``'s graph into ``graph`` (module targets prefixed), recursing into blocks."""
+def _inline(graph: fx.Graph, gm: fx.GraphModule, prefix: str, args: list[fx.Node], found: dict[str, fx.Node], scope: str = "") -> Any:
+    """Copy ``gm``'s graph into ``graph`` (module targets prefixed), recursing into blocks;
+    values are found under the block copy a call computes (``scope``), which differs from
+    the module's path when the call ``shares`` another copy's module."""
     env: dict[fx.Node, Any] = {}
     placeholders = iter(args)
     result: Any = None
@@ -48,13 +50,13 @@ def _inline(graph: fx.Graph, gm: fx.GraphModule, prefix: str, args: list[fx.Node
         sub = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         if isinstance(sub, BlockModule):
             inner = [fx.node.map_arg(a, lambda n: env[n]) for a in node.args]
-            env[node] = _inline(graph, sub, str(target), inner, found)
+            env[node] = _inline(graph, sub, str(target), inner, found, node.meta.get("graphc_instance", str(target)))
             continue
         new = graph.create_node(node.op, target, fx.node.map_arg(node.args, lambda n: env[n]),
                                 fx.node.map_arg(node.kwargs, lambda n: env[n]), name=node.name)
         new.meta = dict(node.meta)
         env[node] = new
-        found[f"{prefix}:{node.name}"] = new
+        found[f"{scope}:{node.name}"] = new
     return result
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from graphc.errors import GraphcError, SpecError
 from graphc.graph.infer import TypedGraph, infer
+from graphc.spec import library
 from graphc.spec.expand import expand_partial
 from graphc.spec.load import Spec, load_spec
 
@@ -33,13 +34,16 @@ def check(spec: SpecLike, overrides: Overrides = None) -> TypedGraph:
         The :class:`TypedGraph`; its ``flat.warnings`` hold non-fatal diagnostics.
     """
     flat, errors = expand_partial(as_spec(spec, overrides))
-    if not errors:
-        return infer(flat)
-    try:  # still check the shapes of the intact part, so every mistake shows at once
-        infer(flat)
-    except GraphcError as e:
-        errors = [*errors, *e.diagnostics]
-    raise SpecError.many(errors)
+    try:
+        if not errors:
+            return infer(flat)
+        try:  # still check the shapes of the intact part, so every mistake shows at once
+            infer(flat)
+        except GraphcError as e:
+            errors = [*errors, *e.diagnostics]
+        raise SpecError.many(errors)
+    except GraphcError as e:  # a mistake inside an included block also names the user's call
+        raise library.note_callers(e, flat) from e.__cause__
 
 
 def typed(spec: SpecLike | TypedGraph, overrides: Overrides = None) -> TypedGraph:

@@ -17,7 +17,8 @@ import networkx as nx
 from graphc.errors import Collector, ShapeError
 from graphc.graph.build import build_graph, topo_order
 from graphc.ops.registry import Facts, OpError
-from graphc.shapes import Dim, Sym, TensorType, parse_dim
+from graphc.shapes import TensorType, parse_dim
+from graphc.spec.early import input_type
 from graphc.spec.ir import FlatNode, FlatSpec, Ref, at
 
 
@@ -59,17 +60,13 @@ def input_types(flat: FlatSpec) -> tuple[dict[str, TensorType], dict[str, int]]:
     types: dict[str, TensorType] = {}
     example: dict[str, int] = {}
     for name, inp in flat.spec.doc.inputs.items():
-        dims: list[Dim] = []
+        types[name] = input_type(inp)
         for d in inp.shape:
-            if isinstance(d, int):
-                dims.append(d)
-                continue
-            k, sym = parse_dim(d) or (1, d)  # malformed dims were reported by the expansion
-            dims.append(k * Sym.var(sym))
-            example.setdefault(sym, inp.example.get(sym, 2))
+            if isinstance(d, str):
+                sym = (parse_dim(d) or (1, d))[1]  # malformed dims were reported by the expansion
+                example.setdefault(sym, inp.example.get(sym, 2))
         for d, v in inp.example.items():
             example[d] = v
-        types[name] = TensorType(tuple(dims), inp.dtype)
     return types, example
 
 
@@ -109,6 +106,7 @@ def infer(flat: FlatSpec) -> TypedGraph:
         for i, t in enumerate(outs):
             types[Ref(name, i)] = t
     ties = _resolve_ties(flat, params, errors)
+    _check_shares(flat, params, errors)
     errors.raise_if_any(ShapeError)
     return TypedGraph(flat, g, order, types, params, example, ties)
 
@@ -161,3 +159,18 @@ def _resolve_ties(flat: FlatSpec, params: dict[str, dict[str, tuple[int, ...]]],
                     resolved[p] = (target, tp)
         out[node.name] = resolved
     return out
+
+
+def _check_shares(flat: FlatSpec, params: dict[str, dict[str, tuple[int, ...]]], errors: Collector) -> None:
+    """A node of a block call with ``shares`` runs its owner's module: every parameter must
+    have the owner's shape (inputs with another channel count would need other weights)."""
+    for node in flat.op_nodes():
+        if node.shares is None or node.name not in params or node.shares not in params:
+            continue
+        mine, theirs = params[node.name], params[node.shares]
+        for p, shape in mine.items():
+            if theirs.get(p) != shape:
+                errors.error(f"{where(node)}: parameter '{p}' would have shape {list(shape)} here but it is"
+                             f" {list(theirs.get(p, ()))} in '{node.shares}', whose weights this copy shares; give both calls inputs"
+                             " of the same size", node.pos)
+                break

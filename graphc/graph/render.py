@@ -93,7 +93,7 @@ def _mermaid_node(name: str, node: FlatNode) -> str:
 
 
 def _box(inst: Instance) -> str:
-    return f"{inst.name} ({inst.block})"
+    return f"{inst.name} ({inst.block}, shares {inst.shares})" if inst.shares else f"{inst.name} ({inst.block})"
 
 
 _MERMAID = _Style(lambda inst: [f'subgraph {_id(inst.name)}_g["{_mm(_box(inst))}"]'], "end", _mermaid_node)

@@ -181,18 +181,24 @@ class _ScopeLowering:
                 n._rename(base if len(outs) == 1 else f"{base}_{oname}")
 
     def lower_instance(self, inst: Instance) -> None:
-        module = self.lw.lower_scope(inst)
-        target = self.local(inst.name)
-        _set_submodule(self.root, target, module)
+        """A submodule for the copy and a call of it; a copy that ``shares`` another makes no
+        module and calls the owner's (same scope, so its local path is a sibling's)."""
+        if inst.shares is None:
+            _set_submodule(self.root, self.local(inst.name), self.lw.lower_scope(inst))
+        else:
+            self.lw.shared.append(inst)
+        target = self.local(inst.shares or inst.name)
+        base = self.local(inst.name).replace(".", "_")
         args = tuple(self.values[self.tg.flat.nodes[p].inputs[0]] for p in inst.inputs)  # type: ignore[index]
         call = self.tracer.create_proxy("call_module", target, args, {})
-        call.node._rename(target.replace(".", "_"))
+        call.node._rename(base)
+        call.node.meta["graphc_instance"] = inst.name  # whose nodes the call computes (the probe names them)
         if len(inst.outputs) == 1:
             self.values[inst.outputs[0][1]] = call
             return
         for i, (oname, ref) in enumerate(inst.outputs):
             item = call[i]  # type: ignore[index]
-            item.node._rename(f"{target.replace('.', '_')}_{oname}")
+            item.node._rename(f"{base}_{oname}")
             self.values[ref] = item
 
 
@@ -203,6 +209,7 @@ class Lowering:
         self.tg = tg
         self.records: dict[str, ModuleRecord] = {}
         self.made: dict[str, nn.Module] = {}
+        self.shared: list[Instance] = []  # copies lowered as calls of another copy's module
         self.by_scope = self._members_by_scope()
 
     def _members_by_scope(self) -> dict[str, list[str]]:
@@ -227,6 +234,31 @@ class Lowering:
         cls = _block_class(inst.block, code.src)
         return cls(root, graph, cls.__name__)
 
+    def check_shared(self, gm: fx.GraphModule) -> None:
+        """A copy that runs another copy's module must lower to the very same code.
+
+        Same block and params make the same parameters (checked before), but an op may
+        lower differently for inputs of another rank or static size; when the inputs' types
+        differ, the copy is lowered on the meta device (no memory, no random draws) and its
+        code compared with the owner's.
+        """
+        types = self.tg.types
+        for inst in list(self.shared):  # a meta lowering below may add the copy's own sharing calls: not the model's
+            assert inst.shares is not None
+            owner = self.tg.flat.instances[inst.shares]
+            mine = [types[Ref(p, 0)] for p in inst.inputs]
+            theirs = [types[Ref(p, 0)] for p in owner.inputs]
+            if mine == theirs:
+                continue
+            made, records, shared = dict(self.made), dict(self.records), list(self.shared)
+            with torch.device("meta"), torch.random.fork_rng():
+                codes = _block_codes(self.lower_scope(inst))
+            self.made, self.records, self.shared = made, records, shared
+            if codes != _block_codes(gm.get_submodule(inst.shares)):
+                shapes = ", ".join(map(str, mine)), ", ".join(map(str, theirs))
+                raise LowerError(f"block call '{inst.name}' shares '{inst.shares}', but its inputs ({shapes[0]}) lower to other"
+                                 f" code than those of '{inst.shares}' ({shapes[1]}); give both calls inputs of the same shape", inst.pos)
+
     def lower_top(self) -> fx.GraphModule:
         flat = self.tg.flat
         inputs = [n for n, node in flat.nodes.items() if node.kind == "input"]
@@ -238,6 +270,11 @@ class Lowering:
         return fx.GraphModule(root, graph, cls_name)
 
 
+def _block_codes(module: nn.Module) -> dict[str, str]:
+    """The generated code of a block copy and of every block copy inside it, by path."""
+    return {name: m.code for name, m in module.named_modules() if isinstance(m, BlockModule)}
+
+
 def lower(tg: TypedGraph, seed: int | None = None) -> Built:
     """Lower ``tg`` to a GraphModule (parameters initialized deterministically from ``seed``),
     handed on with ``tg`` and the constructor records as one :class:`Built`."""
@@ -246,6 +283,7 @@ def lower(tg: TypedGraph, seed: int | None = None) -> Built:
         if seed is not None:
             torch.manual_seed(seed)
         gm = lw.lower_top()
+        lw.check_shared(gm)
     _apply_ties_and_freeze(gm, tg)
     return Built(gm, tg, lw.records)
 

@@ -11,7 +11,7 @@ from pydantic import Field
 from graphc.ops.common import need_float, norm_dim
 from graphc.ops.context import LowerContext
 from graphc.ops.lazy import F, torch
-from graphc.ops.registry import Example, Onnx, OpArgs, op
+from graphc.ops.registry import Example, Onnx, OpArgs, Saved, op
 from graphc.shapes import TensorType
 
 _EX = (Example({}, ("B,T,6",)),)
@@ -21,6 +21,7 @@ class _Elementwise(OpArgs):
     family: ClassVar[str] = "activation"
     examples: ClassVar[tuple[Example, ...]] = _EX
     cost: ClassVar[int] = 1
+    keeps_input: ClassVar[bool] = False
 
     def infer(self, x: TensorType) -> TensorType:
         need_float(x)
@@ -28,6 +29,11 @@ class _Elementwise(OpArgs):
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
         return self.cost * prod(ins[0])
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        """relu, tanh, sigmoid and softmax differentiate from their output; the others set
+        ``keeps_input`` (their derivative needs ``x``)."""
+        return Saved(inputs=(0,)) if self.keeps_input else Saved(output=True)
 
 
 @op("relu")
@@ -44,6 +50,7 @@ class Relu(_Elementwise):
 class Gelu(_Elementwise):
     """Gaussian error linear unit, exact (erf) or the tanh approximation."""
 
+    keeps_input: ClassVar[bool] = True
     onnx: ClassVar[Onnx] = Onnx(("Gelu", "Erf", "Tanh"))
     examples: ClassVar[tuple[Example, ...]] = (*_EX, Example({"approximate": "tanh"}, ("B,6",), id="tanh"))
     approximate: Literal["none", "tanh"] = "none"
@@ -57,6 +64,7 @@ class Gelu(_Elementwise):
 class Silu(_Elementwise):
     """``x * sigmoid(x)`` (swish)."""
 
+    keeps_input: ClassVar[bool] = True
     onnx: ClassVar[Onnx] = Onnx(("Sigmoid", "Mul"))
     cost: ClassVar[int] = 4
 
@@ -88,6 +96,7 @@ class Sigmoid(_Elementwise):
 class Relu6(_Elementwise):
     """``min(max(x, 0), 6)`` (MobileNet's activation; ``hardtanh`` between 0 and 6)."""
 
+    keeps_input: ClassVar[bool] = True
     onnx: ClassVar[Onnx] = Onnx(("Clip",))
 
     def lower(self, ctx: LowerContext, x: Any) -> Any:
@@ -98,6 +107,7 @@ class Relu6(_Elementwise):
 class LeakyRelu(_Elementwise):
     """``x`` if positive else ``slope * x``."""
 
+    keeps_input: ClassVar[bool] = True
     onnx: ClassVar[Onnx] = Onnx(("LeakyRelu",))
     slope: float = Field(0.01, ge=0)
 
@@ -106,6 +116,7 @@ class LeakyRelu(_Elementwise):
 
 
 class _SoftmaxBase(_Elementwise):
+    autocast: ClassVar[Literal["lower", "float32", "promote"]] = "float32"
     dim: int = -1
     cost: ClassVar[int] = 5
 

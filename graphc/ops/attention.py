@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from math import prod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
 from graphc.ops.common import in_type, need_float, need_rank
 from graphc.ops.context import LowerContext
 from graphc.ops.lazy import rt
-from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
+from graphc.ops.registry import Example, Onnx, OpArgs, OpError, Saved, op
 from graphc.shapes import TensorType
 
 _SEQ = {"B": 2, "T": 5, "L": 3}, {"B": 3, "T": 7, "L": 6}
@@ -40,6 +40,7 @@ class Attention(OpArgs):
     """
 
     family: ClassVar[str] = "attention"
+    autocast: ClassVar[Literal["lower", "float32", "promote"]] = "lower"
     inputs: ClassVar[tuple[str, ...]] = ("query", "key?", "value?", "key_padding_mask?", "attn_mask?")
     onnx: ClassVar[Onnx] = Onnx(("MatMul", "Softmax"), atol=1e-4)
     examples: ClassVar[tuple[Example, ...]] = (
@@ -155,6 +156,27 @@ class Attention(OpArgs):
         batched = [x if x is None or (i == 3 and t is not None and t.rank == 2) else x.unsqueeze(0)
                    for i, (x, t) in enumerate(zip(rest, types[1:], strict=False))]
         return mod(query.unsqueeze(0), *batched).squeeze(0)
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        """The inputs (for the projections' weight gradients), the projected q, k, v, the
+        attention output (``proj``'s input) and its log-sum-exp; a mask, and with dropout
+        the attention weights themselves ([B, H, T, S]: the math kernel keeps them)."""
+        query = ins[0] or (1, 1)
+        key = ins[1] if len(ins) > 1 and ins[1] is not None else query
+        b, t, s = (query[0], query[-2], key[-2]) if len(query) == 3 else (1, query[-2], key[-2])
+        hd = self.head_dim or query[-1] // self.heads
+        kvh = self.kv_heads or self.heads
+        inner, kv_inner = self.heads * hd, kvh * hd
+        elems = b * t * inner * 2 + b * s * kv_inner * 2  # q and the output; k and v
+        if kvh != self.heads:
+            elems += 2 * b * s * inner  # k and v repeated to every head
+        if self.rotary:
+            elems += b * (t + s) * inner  # rotated q and k
+        masks = any(m is not None for m in ins[3:5])
+        elems += (b * t * s if masks else 0) + (2 * b * self.heads * t * s if self.dropout else 0)
+        lse = 4 * b * self.heads * t
+        kept = tuple(i for i in range(3) if i < len(ins) and ins[i] is not None)
+        return Saved(inputs=kept, extra=elems * itemsize + lse + (b * self.heads * t * s if self.dropout else 0))
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
         """Projections plus the two attention matmuls (scores and weighted sum).

@@ -81,6 +81,8 @@ def window_out(size: Dim, kernel: int, stride: int, pad: int, dilation: int = 1,
     padding; that correction needs a known size unless ``stride <= dilation*(kernel-1) + 1 +
     pad`` (then the window always starts inside), which covers every usual pooling setup.
     """
+    if min(kernel, stride, dilation) < 1:  # stride 0 would divide by zero below
+        raise OpError(f"kernel, stride and dilation must be at least 1, got kernel {kernel}, stride {stride}, dilation {dilation}")
     span = size + 2 * pad - dilation * (kernel - 1) - 1
     if not ceil:
         out = span // stride + 1

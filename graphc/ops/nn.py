@@ -12,7 +12,7 @@ from pydantic import Field, PositiveInt
 from graphc.ops.common import in_type, need_float, need_rank, plain, tup, window_out
 from graphc.ops.context import LowerContext
 from graphc.ops.lazy import nn, rt
-from graphc.ops.registry import Example, Facts, Onnx, OpArgs, OpError, op
+from graphc.ops.registry import Example, Facts, Onnx, OpArgs, OpError, Saved, op
 from graphc.shapes import Dim, TensorType
 
 IntOrTuple = int | list[int]
@@ -23,6 +23,7 @@ class Linear(OpArgs):
     """Fully connected layer ``y = x W^T + b`` over the last dim; ``in_features`` is inferred."""
 
     family: ClassVar[str] = "nn"
+    autocast: ClassVar[Literal["lower", "float32", "promote"]] = "lower"
     onnx: ClassVar[Onnx] = Onnx(("Gemm", "MatMul"))
     examples: ClassVar[tuple[Example, ...]] = (
         Example({"out": 5}, ("B,10",)),
@@ -53,11 +54,22 @@ class Linear(OpArgs):
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
         return 2 * prod(ins[0]) * self.out
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=(0,))  # x, for the weight's gradient
+
 
 class _ConvBase(OpArgs):
     """Shared rules of conv1d/2d/3d (the registered ops set ``ndim``)."""
 
     ndim: ClassVar[int] = 2
+    autocast: ClassVar[Literal["lower", "float32", "promote"]] = "lower"
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=(0,))  # x, for the kernel's gradient
+
+    def workspace(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> int:
+        """oneDNN/cuDNN may reorder the input and the output's gradient into their own layout."""
+        return (prod(ins[0] or ()) + prod(outs[0])) * itemsize
     family: ClassVar[str] = "nn"
     onnx: ClassVar[Onnx] = Onnx(("Conv",))
 
@@ -220,6 +232,10 @@ class BatchNorm(OpArgs):
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
         return 2 * prod(ins[0])
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        x = ins[0] or (1, 1)
+        return Saved(inputs=(0,), extra=2 * x[1] * 4)  # x, and the batch's mean and 1/std per channel (fp32)
+
 
 class _LastDimNorm(OpArgs):
     family: ClassVar[str] = "nn"
@@ -240,12 +256,18 @@ class _LastDimNorm(OpArgs):
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
         return 5 * prod(ins[0])
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        x = ins[0] or (1,)
+        rows = prod(x[: len(x) - self.dims])
+        return Saved(inputs=(0,), extra=2 * rows * 4)  # x, and each row's mean and 1/std (fp32)
+
 
 @op("layer_norm")
 class LayerNorm(_LastDimNorm):
     """Layer normalization over the trailing ``dims`` dims (size inferred)."""
 
     onnx: ClassVar[Onnx] = Onnx(("LayerNormalization",), atol=1e-4)
+    autocast: ClassVar[Literal["lower", "float32", "promote"]] = "float32"
     examples: ClassVar[tuple[Example, ...]] = (Example({}, ("B,T,8",)), Example({"dims": 2, "bias": False}, ("B,3,4",), id="2dims"))
     bias: bool = True
 
@@ -282,6 +304,7 @@ class GroupNorm(OpArgs):
 
     family: ClassVar[str] = "nn"
     onnx: ClassVar[Onnx] = Onnx(("GroupNormalization", "InstanceNormalization"), atol=1e-4)
+    autocast: ClassVar[Literal["lower", "float32", "promote"]] = "float32"
     examples: ClassVar[tuple[Example, ...]] = (Example({"groups": 2}, ("B,4,H,W",)),)
     groups: PositiveInt
     eps: float = Field(1e-5, gt=0)
@@ -307,6 +330,10 @@ class GroupNorm(OpArgs):
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
         return 5 * prod(ins[0])
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        x = ins[0] or (1,)
+        return Saved(inputs=(0,), extra=2 * x[0] * self.groups * 4)  # x, and each group's mean and 1/std
+
 
 @op("dropout")
 class Dropout(OpArgs):
@@ -322,6 +349,12 @@ class Dropout(OpArgs):
 
     def lower(self, ctx: LowerContext, x: Any) -> Any:
         return ctx.module(nn.Dropout, self.p)(x)
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(extra=prod(outs[0]) if self.p > 0 else 0)  # the keep mask, one byte per element
+
+    def view_of(self) -> int | None:
+        return 0 if self.p == 0 else None  # p=0 returns its input
 
 
 def _need_ids(x: TensorType) -> None:
@@ -361,6 +394,9 @@ class Embedding(OpArgs):
 
     def lower(self, ctx: LowerContext, x: Any) -> Any:
         return ctx.module(nn.Embedding, self.num, self.dim, padding_idx=self.padding_idx)(x)
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=(0,))  # the ids
 
 
 @op("position_embedding")
@@ -406,3 +442,6 @@ class PositionEmbedding(OpArgs):
 
     def lower(self, ctx: LowerContext, x: Any) -> Any:
         return ctx.module(rt.PositionEmbedding, self.max_len, self.dim, self.kind, self.axis)(x)
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved()  # the output is a slice of the table: nothing new to keep

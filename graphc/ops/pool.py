@@ -15,7 +15,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from graphc.ops.common import in_type, need_float, spatial_rank, tup, window_out
 from graphc.ops.context import LowerContext
 from graphc.ops.lazy import F
-from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
+from graphc.ops.registry import Example, Onnx, OpArgs, OpError, Saved, op
 from graphc.shapes import Dim, TensorType
 
 IntOrList = int | list[int]
@@ -72,6 +72,9 @@ class _MaxPool(_Pool):
     def _dilation(self) -> tuple[int, ...]:
         return _n(self.dilation, self.ndim, "dilation")
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=(0,), extra=8 * prod(outs[0]))  # x and where each maximum was (int64)
+
     def lower(self, ctx: LowerContext, x: Any) -> Any:
         k, s, p = self._k()
         fn = F.max_pool1d if self.ndim == 1 else F.max_pool2d
@@ -81,6 +84,9 @@ class _MaxPool(_Pool):
 class _AvgPool(_Pool):
     onnx: ClassVar[Onnx] = Onnx(("AveragePool",))
     count_include_pad: bool = Field(True, description="padding zeros count in the average")
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=(0,))
 
     def lower(self, ctx: LowerContext, x: Any) -> Any:
         k, s, p = self._k()
@@ -144,6 +150,9 @@ class _Adaptive(OpArgs):
         if any(o < 1 for o in out):
             raise OpError(f"size {list(out)} must be positive")
         return x.with_shape((*x.shape[: x.rank - self.ndim], *out))
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=(0,), extra=8 * prod(outs[0]) if "max" in self.fn else 0)  # max: the argmax indices too
 
     def lower(self, ctx: LowerContext, x: Any) -> Any:
         return getattr(F, self.fn)(x, _n(self.size, self.ndim, "size"))
@@ -248,6 +257,9 @@ class Upsample(OpArgs):
             raise OpError(f"scale needs {nd} value(s), got {scales}")
         return x.with_shape((*lead, *(self._resized(n, float(s)) for n, s in zip(x.shape[2:], scales, strict=True))))  # type: ignore[arg-type]
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved()  # the gradient needs only the sizes
+
     def lower(self, ctx: LowerContext, x: Any) -> Any:
         nd = self._ndim(in_type(ctx))
         if self.size is not None:
@@ -296,6 +308,9 @@ class Pad(OpArgs):
                 raise OpError(f"reflect pad {max(before, after)} must be smaller than dim {x.rank - 1 - i} of {x}")
             shape[x.rank - 1 - i] = n + before + after
         return x.with_shape(shape)
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved()  # the gradient is a slice
 
     def lower(self, ctx: LowerContext, x: Any) -> Any:
         if self.mode == "constant":

@@ -9,14 +9,14 @@ states), the initial state is an optional input, and the layout defaults to batc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
 from graphc.ops.common import in_type, need_float, need_rank
 from graphc.ops.context import LowerContext
 from graphc.ops.lazy import nn
-from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
+from graphc.ops.registry import Example, Onnx, OpArgs, OpError, Saved, op
 from graphc.shapes import TensorType
 
 
@@ -24,7 +24,10 @@ class _Recurrent(OpArgs):
     """Rules shared by lstm and gru (the registered ops set ``gates`` and ``ctor``)."""
 
     family: ClassVar[str] = "recurrent"
+    autocast: ClassVar[Literal["lower", "float32", "promote"]] = "lower"
     gates: ClassVar[int] = 4
+    kept_per_step: ClassVar[int] = 16  # x hidden fp32 values kept per step, layer and direction (memory planner)
+    bidir_upper: ClassVar[float] = 1.4
     ctor: ClassVar[str] = "LSTM"
     states: ClassVar[tuple[str, ...]] = ("h", "c")
 
@@ -90,6 +93,18 @@ class _Recurrent(OpArgs):
         out, last = res[0] if self.batch_first else res[0].transpose(0, 1), res[1]
         return [out, last] if len(self.states) == 1 else [out, *(last[i] for i in range(len(self.states)))]
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        """The input, each upper layer's input sequence, and what the kernel keeps per step,
+        layer and direction: ``kept_per_step`` x hidden fp32 values, measured on CPU (the LSTM's
+        oneDNN workspace, ``bidir_upper`` times more for the upper layers of a bidirectional
+        stack; the GRU's native kernel); cuDNN keeps less."""
+        x = ins[0] or (1, 1, 1)
+        steps = x[0] * x[1]
+        per_step = self.kept_per_step * self.hidden * 4
+        work = sum(steps * per_step * self.directions * (self.bidir_upper if layer and self.bidirectional else 1.0) for layer in range(self.layers))
+        upper = steps * self.hidden * self.directions * (self.layers - 1) * (itemsize + (1 if self.dropout else 0))
+        return Saved(inputs=(0,), extra=int(work) + upper)
+
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
         """Gate matmuls: per step, layer and direction ``2 * gates * hidden * (in + hidden)``."""
         b, t = (ins[0][0], ins[0][1]) if self.batch_first else (ins[0][1], ins[0][0])
@@ -126,6 +141,8 @@ class GRU(_Recurrent):
     inputs: ClassVar[tuple[str, ...]] = ("x", "h0?")
     onnx: ClassVar[Onnx] = Onnx(("GRU",), atol=1e-5)
     gates: ClassVar[int] = 3
+    kept_per_step: ClassVar[int] = 8
+    bidir_upper: ClassVar[float] = 1.0
     ctor: ClassVar[str] = "GRU"
     states: ClassVar[tuple[str, ...]] = ("h",)
     examples: ClassVar[tuple[Example, ...]] = (

@@ -8,8 +8,12 @@ everything else about it, so nothing op-specific lives outside its class:
 * ``lower(ctx, *inputs)``: the torch code, written on fx proxies (imports torch lazily);
   ``ctx`` is a :class:`~graphc.ops.context.LowerContext`;
 * ``flops(ins, outs)``: multiply-adds x2 at concrete example shapes;
+* ``saves(ins, outs, itemsize)``, ``workspace(...)`` and ``view_of()``: what autograd keeps
+  for the backward pass, the kernels' temporaries, and whether the output shares its input's storage (the memory planner,
+  :mod:`graphc.graph.memory_planner`, reads them to estimate training memory);
 * class attributes: ``inputs`` (input names; ``?`` optional, ``*`` variadic), ``family``,
-  ``onnx`` (expected ONNX ops and tolerance) and ``examples`` (rows of the op test table).
+  ``autocast`` (the precision autocast runs it in), ``onnx`` (expected ONNX ops and
+  tolerance) and ``examples`` (rows of the op test table).
 
 The JSON Schema, validation (a discriminated union generated here), ``summary``, lowering,
 docs/ops.md and the parametrized op tests all iterate over :data:`REGISTRY`.  User code adds
@@ -56,6 +60,21 @@ class Example:
     inputs: tuple[str, ...] = ("B,8",)
     sizes: tuple[dict[str, int], dict[str, int]] = ({"B": 2, "T": 5, "H": 8, "W": 8, "L": 8}, {"B": 3, "T": 7, "H": 10, "W": 12, "L": 11})
     id: str = ""
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What an op's backward pass keeps from its forward pass (read by the memory planner).
+
+    ``inputs``: indices of the inputs autograd keeps (a tensor kept by several ops is one
+    tensor: the planner counts it once); ``output``: it keeps its first output; ``extra``:
+    bytes of tensors the op makes and keeps itself (statistics, masks, indices, an
+    attention layer's projections).
+    """
+
+    inputs: tuple[int, ...] = ()
+    output: bool = False
+    extra: int = 0
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,9 @@ class OpArgs(BaseModel):
     examples: ClassVar[tuple[Example, ...]] = ()
     stateful: ClassVar[bool] = False
     lookup_table: ClassVar[bool] = False  # its weight is a table of vectors: the global init's `embedding` scheme applies
+    # under bf16/fp16 autocast: "lower" runs in the low precision (matmuls, convs), "float32"
+    # in fp32 (norms, softmax), "promote" in its inputs' widest float type (elementwise ops)
+    autocast: ClassVar[Literal["lower", "float32", "promote"]] = "promote"
 
     def output_names(self) -> list[str]:
         """Names of the op's outputs; the first is what a plain reference means."""
@@ -160,6 +182,28 @@ class OpArgs(BaseModel):
 
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
         return 0
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        """What autograd keeps for this op's backward, at concrete shapes (``None``: an optional
+        input left out); ``itemsize`` is the bytes per element of the op's activations.
+
+        The default keeps the output, which is what relu, tanh, sigmoid and softmax keep and a
+        fair guess for an op that does not say (a plugin op): one output-sized tensor.
+        """
+        return Saved(output=True)
+
+    def workspace(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> int:
+        """Bytes of temporaries the op's kernels allocate and free within one call, forward or
+        backward, beyond its outputs and gradients (a convolution's reordered copies)."""
+        return 0
+
+    def view_of(self) -> int | None:
+        """The input whose storage the output shares (a view), or None for a new tensor.
+
+        A tensor kept through a view (``flatten`` of a kept ``relu`` output) is the same
+        memory, and the gradient of a view is a view of its output's gradient.
+        """
+        return None
 
     # helpers shared by many ops -------------------------------------------------------
 
@@ -258,4 +302,4 @@ def load_entry_points() -> None:
             warnings.warn(f"graphc: op plugin '{ep.name}' ({ep.value}) failed to load: {e}", stacklevel=2)
 
 
-__all__ = ["REGISTRY", "Example", "Facts", "Literal", "Onnx", "OpArgs", "OpDef", "OpError", "load_entry_points", "on_change", "op", "strict_scalars", "unregister"]
+__all__ = ["REGISTRY", "Example", "Facts", "Literal", "Onnx", "OpArgs", "OpDef", "OpError", "Saved", "load_entry_points", "on_change", "op", "strict_scalars", "unregister"]

@@ -17,7 +17,7 @@ from pydantic import Field, PositiveInt
 from graphc.ops.common import broadcast, in_type, norm_dim, promote
 from graphc.ops.context import LowerContext
 from graphc.ops.lazy import torch
-from graphc.ops.registry import Example, Facts, Onnx, OpArgs, OpError, op
+from graphc.ops.registry import Example, Facts, Onnx, OpArgs, OpError, Saved, op
 from graphc.shapes import FLOAT_DTYPES, TensorType
 
 INT_DTYPES = ("int64", "int32")
@@ -73,6 +73,9 @@ class TopK(OpArgs):
         if not isinstance(n, int) and self.k > facts.size(n):
             raise OpError(f"k {self.k} is larger than dim '{n}' at its example size {facts.size(n)}")
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(extra=8 * prod(outs[0]))  # the indices (int64), to scatter the gradient back
+
     def lower(self, ctx: LowerContext, x: Any) -> Any:
         out = torch.topk(x, self.k, self.dim, self.largest, self.sorted)
         return [out[0], out[1]]
@@ -97,6 +100,9 @@ class Sort(OpArgs):
     def infer(self, x: TensorType) -> list[TensorType]:
         norm_dim(self.dim, x.rank)
         return [x, TensorType(x.shape, "int64")]
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(extra=8 * prod(outs[0]))  # the indices (int64), to scatter the gradient back
 
     def lower(self, ctx: LowerContext, x: Any) -> Any:
         out = torch.sort(x, self.dim, self.descending)
@@ -217,6 +223,9 @@ class IndexSelect(OpArgs):
         if top is not None and top > n:
             raise OpError(f"index {top - 1} is out of range for dim {self.dim} of {x} at its example size {n}")
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=(1,) if len(ins) > 1 else ())  # the index
+
     def lower(self, ctx: LowerContext, x: Any, index: Any = None) -> Any:
         if self.index is not None:  # a literal in the graph (no buffer), on x's device; exports as a Gather of a constant
             index = x.new_tensor(self._literal(in_type(ctx)), dtype=torch.int64)
@@ -257,6 +266,9 @@ class Gather(OpArgs):
         top = _declared_high(facts)
         if top is not None and top > n:
             raise OpError(f"index values up to {top - 1} are out of range for dim {self.dim} of {x} at its example size {n}")
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=(1,))  # the index
 
     def lower(self, ctx: LowerContext, x: Any, index: Any) -> Any:
         return torch.gather(x, self.dim, index)
@@ -365,6 +377,9 @@ class Where(OpArgs):
                 raise OpError(f"value {self.value} does not fit a's dtype {a.dtype} (give a third input instead)")
             return TensorType(broadcast(cond.shape, a.shape), a.dtype)
         return TensorType(broadcast(cond.shape, a.shape, b.shape), promote(a, b))
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=(0,))  # the condition
 
     def lower(self, ctx: LowerContext, cond: Any, a: Any, b: Any = None) -> Any:
         if b is None:

@@ -11,8 +11,18 @@ from pydantic import Field, PositiveInt
 from graphc.ops.common import broadcast, in_type, norm_dim, promote
 from graphc.ops.context import LowerContext
 from graphc.ops.lazy import rt, torch
-from graphc.ops.registry import Example, Onnx, OpArgs, OpError, op
+from graphc.ops.registry import Example, Onnx, OpArgs, OpError, Saved, op
 from graphc.shapes import FLOAT_DTYPES, Dim, Opaque, Sym, TensorType, numel
+
+
+class _View(OpArgs):
+    """An op whose output is a view of its input: it keeps nothing and allocates nothing."""
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved()
+
+    def view_of(self) -> int | None:
+        return 0
 
 
 class _Binary(OpArgs):
@@ -23,6 +33,10 @@ class _Binary(OpArgs):
         Example({}, ("B,T,4", "4"), id="broadcast"),
     )
     fn: ClassVar[str] = "add"
+    keeps_inputs: ClassVar[bool] = False  # its backward reads its inputs (mul, div, maximum), not just the gradient (add)
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=tuple(range(len(ins))) if self.keeps_inputs else ())
 
     def infer(self, a: TensorType, b: TensorType) -> TensorType:
         return TensorType(broadcast(a.shape, b.shape), promote(a, b))
@@ -49,6 +63,10 @@ class _Merge(OpArgs):
         Example({}, ("B,T,4", "B,T,4", "4", "B,1,4"), id="four"),
     )
     fn: ClassVar[str] = "add"
+    keeps_inputs: ClassVar[bool] = False  # its backward reads its inputs (mul, div, maximum), not just the gradient (add)
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=tuple(range(len(ins))) if self.keeps_inputs else ())
 
     def infer(self, *xs: TensorType) -> TensorType:
         return TensorType(broadcast(*(x.shape for x in xs)), promote(*xs))
@@ -77,6 +95,7 @@ class Mul(_Merge):
 
     onnx: ClassVar[Onnx] = Onnx(("Mul",))
     fn: ClassVar[str] = "mul"
+    keeps_inputs: ClassVar[bool] = True
 
 
 @op("maximum")
@@ -85,6 +104,7 @@ class Maximum(_Merge):
 
     onnx: ClassVar[Onnx] = Onnx(("Max",))
     fn: ClassVar[str] = "maximum"
+    keeps_inputs: ClassVar[bool] = True
 
 
 @op("minimum")
@@ -93,6 +113,7 @@ class Minimum(_Merge):
 
     onnx: ClassVar[Onnx] = Onnx(("Min",))
     fn: ClassVar[str] = "minimum"
+    keeps_inputs: ClassVar[bool] = True
 
 
 @op("average")
@@ -129,6 +150,7 @@ class Div(_Binary):
 
     onnx: ClassVar[Onnx] = Onnx(("Div",))
     fn: ClassVar[str] = "div"
+    keeps_inputs: ClassVar[bool] = True
 
     def infer(self, a: TensorType, b: TensorType) -> TensorType:
         t = super().infer(a, b)
@@ -136,7 +158,7 @@ class Div(_Binary):
 
 
 @op("flatten")
-class Flatten(OpArgs):
+class Flatten(_View):
     """Merge dims ``start..end`` into one (default: everything but the batch dim)."""
 
     family: ClassVar[str] = "tensor"
@@ -157,7 +179,7 @@ class Flatten(OpArgs):
 
 
 @op("reshape")
-class Reshape(OpArgs):
+class Reshape(_View):
     """Reshape to ``shape``: ints, one ``-1``, and symbolic dim names of the input (``[B, T, 4, -1]``)."""
 
     family: ClassVar[str] = "tensor"
@@ -218,7 +240,7 @@ class Reshape(OpArgs):
 
 
 @op("permute")
-class Permute(OpArgs):
+class Permute(_View):
     """Reorder dims: output dim ``i`` is input dim ``dims[i]`` (``[0, 2, 1]`` swaps the last two)."""
 
     family: ClassVar[str] = "tensor"
@@ -242,7 +264,7 @@ class Permute(OpArgs):
 
 
 @op("transpose")
-class Transpose(OpArgs):
+class Transpose(_View):
     """Swap two dims (default: the last two)."""
 
     family: ClassVar[str] = "tensor"
@@ -292,6 +314,9 @@ class Concat(OpArgs):
             total = t.shape[d] + total
         return TensorType((*xs[0].shape[:d], total, *xs[0].shape[d + 1 :]), promote(*xs))
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved()  # backward slices the gradient: no input needed
+
     def lower(self, ctx: LowerContext, *xs: Any) -> Any:
         return torch.cat(list(xs), self.dim)
 
@@ -311,11 +336,14 @@ class Stack(OpArgs):
         d = norm_dim(self.dim, xs[0].rank + 1)
         return TensorType((*xs[0].shape[:d], len(xs), *xs[0].shape[d:]), promote(*xs))
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved()  # backward slices the gradient: no input needed
+
     def lower(self, ctx: LowerContext, *xs: Any) -> Any:
         return torch.stack(list(xs), self.dim)
 
 
-class _MultiOut(OpArgs):
+class _MultiOut(_View):
     """Ops with one output per piece, referenced as ``node.0``, ``node.1``, ..."""
 
     family: ClassVar[str] = "tensor"
@@ -413,7 +441,7 @@ class Chunk(_MultiOut):
 
 
 @op("slice")
-class Slice(OpArgs):
+class Slice(_View):
     """``x[..., start:end:step, ...]`` along one dim (negative ``start``/``end`` count from the end)."""
 
     family: ClassVar[str] = "tensor"
@@ -448,7 +476,7 @@ class Slice(OpArgs):
 
 
 @op("select")
-class Select(OpArgs):
+class Select(_View):
     """Pick entry ``index`` of one dim, dropping the dim (``x[:, -1]`` = dim 1, index -1)."""
 
     family: ClassVar[str] = "tensor"
@@ -478,6 +506,7 @@ class Matmul(OpArgs):
     """Matrix product ``a @ b`` with batch broadcasting (1-D operands as in torch.matmul)."""
 
     family: ClassVar[str] = "tensor"
+    autocast: ClassVar[Literal["lower", "float32", "promote"]] = "lower"
     inputs: ClassVar[tuple[str, ...]] = ("a", "b")
     onnx: ClassVar[Onnx] = Onnx(("MatMul",), atol=1e-5)
     examples: ClassVar[tuple[Example, ...]] = (
@@ -496,6 +525,9 @@ class Matmul(OpArgs):
         cols = b.shape[-1:] if b.rank >= 2 else ()
         batch = broadcast(a.shape[:-2], b.shape[:-2])
         return TensorType((*batch, *rows, *cols), promote(a, b))
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=(0, 1))
 
     def lower(self, ctx: LowerContext, a: Any, b: Any) -> Any:
         return torch.matmul(a, b)
@@ -518,6 +550,9 @@ class Dot(OpArgs):
             raise OpError(f"dot needs tensors of rank >= 1, got {a} and {b}")
         _dims_equal(a.shape[-1], b.shape[-1], "last dim", a, b)
         return TensorType(broadcast(a.shape, b.shape)[:-1], promote(a, b))
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=(0, 1))
 
     def lower(self, ctx: LowerContext, a: Any, b: Any) -> Any:
         return torch.sum(torch.mul(a, b), -1)
@@ -555,6 +590,9 @@ class _Reduce(OpArgs):
     def lower(self, ctx: LowerContext, x: Any) -> Any:
         return getattr(torch, self.fn)(x, self._dims(in_type(ctx)), keepdim=self.keepdim)
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved()  # mean and sum spread the gradient back; max/min override
+
     def flops(self, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
         return prod(ins[0])
 
@@ -587,6 +625,9 @@ class Max(_Reduce):
     onnx: ClassVar[Onnx] = Onnx(("ReduceMax",))
     fn: ClassVar[str] = "amax"
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=(0,), output=True)  # where the extremes were
+
 
 @op("min")
 class Min(_Reduce):
@@ -595,9 +636,12 @@ class Min(_Reduce):
     onnx: ClassVar[Onnx] = Onnx(("ReduceMin",))
     fn: ClassVar[str] = "amin"
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved(inputs=(0,), output=True)  # where the extremes were
+
 
 @op("identity")
-class Identity(OpArgs):
+class Identity(_View):
     """Passes its input through unchanged (a named tap point, or a placeholder while editing)."""
 
     family: ClassVar[str] = "tensor"
@@ -622,6 +666,9 @@ class Scale(OpArgs):
 
     def infer(self, x: TensorType) -> TensorType:
         return x if x.dtype in FLOAT_DTYPES else TensorType(x.shape, "float32")
+
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved()  # times a constant: the gradient needs only the factor
 
     def lower(self, ctx: LowerContext, x: Any) -> Any:
         return torch.mul(x, self.factor)
@@ -674,6 +721,9 @@ class Constant(OpArgs):
     def buffers(self) -> dict[str, tuple[int, ...]]:
         return {"value": self._shape()}
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved()  # a buffer: nothing computed
+
     def lower(self, ctx: LowerContext) -> Any:
         return ctx.module(rt.Constant, self.value, self._shape(), self.dtype)()
 
@@ -701,12 +751,15 @@ class Parameter(OpArgs):
     def params(self) -> dict[str, tuple[int, ...]]:
         return {"weight": tuple(self.shape)}
 
+    def saves(self, ins: Sequence[tuple[int, ...] | None], outs: Sequence[tuple[int, ...]], itemsize: int) -> Saved:
+        return Saved()  # the parameter itself
+
     def lower(self, ctx: LowerContext) -> Any:
         return ctx.module(rt.Parameter, tuple(self.shape), self.std, self.fill)()
 
 
 @op("expand")
-class Expand(OpArgs):
+class Expand(_View):
     """Repeat size-1 dims of ``x`` to the sizes of the same dims of ``like`` (no copy).
 
     ViT's class token is a ``[1, 1, d]`` parameter expanded to ``[B, 1, d]`` with

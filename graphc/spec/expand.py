@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from graphc.errors import Collector, Diagnostic, Pos, SpecError, did_you_mean
 from graphc.ops.registry import REGISTRY
 from graphc.spec import blocks, naming
-from graphc.spec.expr import ExprError, TextBudgetError, has_expr, substitute, text_budget
+from graphc.spec.early import EarlyTypes
+from graphc.spec.expr import ExprError, InputShape, ShapeUnknownError, TextBudgetError, has_expr, substitute, text_budget
 from graphc.spec.ir import FlatNode, FlatSpec, Instance, Ref, at
 from graphc.spec.limits import MAX_NODES, MAX_REPEAT
 from graphc.spec.load import Spec
@@ -40,6 +41,7 @@ class _Entry:
     state: Literal["new", "busy", "done"] = "new"
     enabled: bool | None = None  # its `when`, evaluated on first need
     passthrough: list[tuple[str, Ref]] | None = None  # `repeat: 0`: the block's outputs are its inputs
+    call: BlockCall | None = None  # a block call, once validated (its `shares` is linked at the scope's end)
 
 
 class _Scope:
@@ -82,6 +84,7 @@ class Expander:
         self.failed: set[str] = set()  # op nodes whose own definition failed (reported once)
         self.active: list[tuple[_Scope, str]] = []  # entries being expanded, outermost first
         self.block_sizes: dict[str, int] = {}  # block -> nodes one copy makes (for the size limit)
+        self.early = EarlyTypes(self.nodes, spec.doc.inputs, self.broken)  # for ${x.shape[i]} in blocks
 
     # --- entry -------------------------------------------------------------------------
 
@@ -174,6 +177,7 @@ class Expander:
     def expand_scope(self, scope: _Scope) -> None:
         for name in scope.order:
             self.expand_entry(scope, name, scope.entries[name])
+        self.link_shares(scope)  # before ties: a tie into a sharing copy names the owner's node
         for node, model, raw, path in scope.pending_ties:
             node.tie = self.ties(scope, model, raw, path)
 
@@ -249,6 +253,8 @@ class Expander:
             try:
                 return substitute(value, scope.names)
             except ExprError as e:
+                if isinstance(e, ShapeUnknownError) and self.errors.errors:
+                    raise  # what feeds the block failed and was reported there
                 where = ".".join(map(str, (*path, *sub)))
                 self.errors.error(f"{scope.at(where)}: {e}{self.scope_hint(scope, e)}", locate(raw, sub))
                 if isinstance(e, TextBudgetError):  # a size limit: stop, as for too many nodes
@@ -271,12 +277,18 @@ class Expander:
         raw = entry.raw
         pos = scope.key_pos(name)
         op_name = raw.get("op")
+        if has_expr(op_name):  # a block may take its activation as a param: {op: "${act}"}
+            try:
+                op_name = self.substitute(scope, op_name, raw, path, ("op",))
+            except ExprError:
+                return
         if not isinstance(op_name, str) or op_name not in REGISTRY:
             if op_name is None:
                 self.errors.error(f"{where}: missing 'op' (or 'block')", pos)
             else:
                 hint = did_you_mean(str(op_name), REGISTRY)
-                self.errors.error(f"{where}: unknown op '{op_name}'{hint}", locate(raw, ("op",)))
+                head = scope.at(where) if has_expr(raw.get("op")) else where  # computed: copies may differ
+                self.errors.error(f"{head}: unknown op '{op_name}'{hint}", locate(raw, ("op",)))
             return
         try:
             data = self.substitute(scope, raw, raw, path)
@@ -369,6 +381,8 @@ class Expander:
             found = self.tie_target(scope, target, whole=param == "*")
             if found is None and self.failed_target(scope, target):
                 continue  # its own error was reported; a second line would only blame the tie
+            if found is not None and self.nodes[found[0]].shares:  # a node of a sharing copy: its owner's
+                found = (self.nodes[found[0]].shares or "", found[1])
             if found is None:
                 head = target.split(".")[0]
                 hint = did_you_mean(head, [n for n, e in scope.entries.items() if e.kind in ("op", "block") and n != path[-1]])
@@ -485,12 +499,14 @@ class Expander:
             return
         params, errors = blocks.call_params(call, bdef, raw, where, scope.prefix)
         self.errors.extend(errors)
-        if params is None:
+        per_copy, errors = blocks.per_copy_params(call, bdef, raw, where, scope.prefix)
+        self.errors.extend(errors)
+        if params is None or per_copy is None:
             return
         inputs = self.call_inputs(scope, call, bdef, raw, where, previous)
         if inputs is None:
             return
-        reps = call.repeat
+        reps = blocks.copies(call)
         if not self.within_size_limits(call, raw, where, scope):
             return
         if reps == 0:
@@ -498,11 +514,13 @@ class Expander:
             self.errors.extend(errors)
             return
         block_raw = self.spec.blocks[call.block]
+        entry.call = call
         self.block_stack.append(call.block)
         try:
             for i in range(reps or 1):
                 inst_name = f"{entry.flat}.{i}" if reps is not None else entry.flat
-                inst = self.expand_instance(scope, inst_name, call, bdef, block_raw, {**params, "index": i}, inputs, pos)
+                own = per_copy[i] if per_copy else {}  # `repeat: {over: ...}`: this copy's values
+                inst = self.expand_instance(scope, inst_name, call, bdef, block_raw, {**params, **own, "index": i}, inputs, pos)
                 if inst is None:
                     return
                 entry.instances.append(inst)
@@ -514,6 +532,122 @@ class Expander:
         finally:
             self.block_stack.pop()
 
+    # --- shared block calls --------------------------------------------------------------
+
+    def link_shares(self, scope: _Scope) -> None:
+        """Point every copy made by a call with ``shares`` at the copy it runs instead.
+
+        Done once the whole scope is expanded, so ``shares`` may name a call that comes later
+        in the file (or that reads this call's output): sharing weights is no data edge.
+        Each call's own nodes are kept (the graph phase infers their types, lowering calls
+        the owner's module on them); they are marked so that they own no parameters.
+        """
+        owners: dict[str, str | None] = {}
+        for name in scope.order:
+            entry = scope.entries[name]
+            if entry.call is None or entry.call.shares is None or not entry.instances:
+                continue
+            assert entry.raw is not None
+            where = ".".join(map(str, (*scope.path, name)))
+            owner = self.share_owner(scope, name, owners)
+            if owner is None:
+                continue
+            oentry = scope.entries[owner]
+            assert oentry.call is not None
+            wrong = blocks.share_mismatch(entry.call, owner, oentry.call, [i.params for i in entry.instances],
+                                          [i.params for i in oentry.instances], entry.raw, where, scope.prefix)
+            if wrong is not None:
+                self.errors.errors.append(wrong)
+                continue
+            for mine, theirs in zip(entry.instances, oentry.instances, strict=True):
+                differ = self.share_instance(mine, theirs)
+                if differ is not None:
+                    self.errors.error(f"{scope.at(f'{where}.shares')}: this call's copy differs from '{owner}' at node '{differ}'"
+                                      " (a `when` that reads an input's shape?); calls that share weights need the same nodes",
+                                      locate(entry.raw, ("shares",)))
+                    break
+
+    def share_owner(self, scope: _Scope, name: str, owners: dict[str, str | None]) -> str | None:
+        """The call whose copies a ``shares`` chain ends at (``c shares b shares a``: ``a``), or
+        None when a link of it is wrong (reported once, at that link); ``owners`` remembers
+        every chain walked, so many calls sharing along one chain cost one walk."""
+        path: dict[str, int] = {}
+        cur: str | None = name
+        while cur is not None and cur not in owners:
+            if cur in path:  # a cycle: reported once, at its member first in the file
+                members = list(path)[path[cur]:]
+                first = min(members, key=lambda n: scope.position[n])
+                i = members.index(first)
+                chain = [*members[i:], *members[:i], first]
+                raw = scope.entries[first].raw
+                assert raw is not None
+                self.errors.error(f"{scope.at('.'.join(map(str, (*scope.path, first, 'shares'))))}: block calls share each other's"
+                                  f" weights in a cycle: {' -> '.join(chain)}", locate(raw, ("shares",)))
+                cur = None
+                break
+            path[cur] = len(path)
+            target = self.share_target(scope, cur)
+            if target == cur:  # no `shares`: the owner
+                owners[cur] = cur
+                break
+            cur = target
+        result = owners.get(cur) if cur is not None else None
+        for n in path:
+            owners[n] = result
+        return result
+
+    def share_target(self, scope: _Scope, name: str) -> str | None:
+        """What call ``name``'s ``shares`` names (``name`` itself without one), or None when
+        that is no block call with copies to share (reported, unless its own failure was)."""
+        entry = scope.entries[name]
+        if entry.call is None or not entry.instances:
+            return None  # the call failed (reported) or is switched off
+        target = entry.call.shares
+        if target is None:
+            return name
+        assert entry.raw is not None
+        pos = locate(entry.raw, ("shares",))
+        head = f"{scope.at('.'.join(map(str, (*scope.path, name, 'shares'))))}:"
+        found = scope.entries.get(target)
+        if target == name:
+            self.errors.error(f"{head} a block call cannot share its own weights; name another call of the same block", pos)
+        elif found is None or found.kind != "block":
+            calls = [n for n, e in scope.entries.items() if e.kind == "block" and n != name]
+            what = f"'{target}' is {'an op node' if found.kind == 'op' else 'an input'}" if found else f"unknown block call '{target}'"
+            hint = did_you_mean(target, calls) if found is None else " (the weights of op nodes are shared with `tie`)" if found.kind == "op" else ""
+            self.errors.error(f"{head} {what}{hint}; `shares` names a block call", pos)
+        elif found.enabled is False:
+            self.errors.error(f"{head} '{target}' is switched off by its `when`", pos)
+        elif found.passthrough is not None:
+            self.errors.error(f"{head} '{target}' has repeat 0: it makes no copy to share", pos)
+        elif found.instances:
+            return target
+        return None  # an error above, or the target's own call failed (reported there)
+
+    def share_instance(self, mine: Instance, theirs: Instance, top: bool = True) -> str | None:
+        """Mark copy ``mine`` as running ``theirs`` and its nodes (all levels down) as owning
+        nothing; the first of its nodes without a like counterpart, or None.  Block copies
+        inside keep no ``shares``: only the outer call is lowered as a call of another module."""
+        if top:
+            mine.shares = theirs.name
+        for flat in mine.nodes:
+            other_name = theirs.name + flat[len(mine.name):]
+            if flat in self.instances:
+                if other_name not in self.instances:
+                    return flat
+                differ = self.share_instance(self.instances[flat], self.instances[other_name], top=False)
+                if differ is not None:
+                    return differ
+                continue
+            node, other = self.nodes.get(flat), self.nodes.get(other_name)
+            if node is None or other is None or node.kind != other.kind or node.args != other.args:
+                return flat
+            if node.kind == "op":
+                node.shares, node.tie = other_name, {}  # its ties are the owner's, applied there
+        if len(mine.nodes) != len(theirs.nodes):
+            return next((n for n in theirs.nodes if mine.name + n[len(theirs.name):] not in mine.nodes), mine.name)
+        return None
+
     def within_size_limits(self, call: BlockCall, raw: YMap, where: str, scope: _Scope) -> bool:
         """Refuse a call before unrolling it when its repeat count or the nodes it would add
         go over the limits (``repeat: 1000000`` would take minutes and gigabytes).
@@ -523,9 +657,9 @@ class Expander:
         already made, so the total can never pass the limit by more than one call's estimate.
         Going over the node limit ends the expansion: nothing after it can be checked.
         """
-        reps = call.repeat or 1
+        reps = blocks.copies(call) or 1
         if reps > MAX_REPEAT.value:
-            self.errors.extend(MAX_REPEAT.exceeded(f"{scope.at(f'{where}.repeat')}: repeat {reps:,}", locate(raw, ("repeat",))).diagnostics)
+            self.errors.extend(MAX_REPEAT.exceeded(f"{scope.at(f'{where}.repeat')}: repeat {reps:,}", blocks.repeat_pos(call, raw)).diagnostics)
             return False
         total = len(self.nodes) + reps * blocks.block_size(self.spec.blocks, call.block, self.block_sizes)
         if total > MAX_NODES.value:
@@ -557,11 +691,11 @@ class Expander:
         self, scope: _Scope, inst_name: str, call: BlockCall, bdef: BlockDef, block_raw: YMap,
         params: dict[str, Any], inputs: list[Ref], pos: Pos,
     ) -> Instance | None:
-        inst = Instance(inst_name, call.block, scope.prefix, pos, params)
+        inst = Instance(inst_name, call.block, scope.prefix, pos, params, checkpoint=call.checkpoint)
         self.instances[inst_name] = inst
         if scope.prefix:
             self.instances[scope.prefix].nodes.append(inst_name)
-        inner = _Scope(inst_name, params, ("blocks", call.block, "nodes"), block_raw.get("nodes"))
+        inner = _Scope(inst_name, {**self.input_shapes(inst_name, bdef, inputs), **params}, ("blocks", call.block, "nodes"), block_raw.get("nodes"))
         for i, (port, ref) in enumerate(zip(bdef.inputs, inputs, strict=True)):
             flat = f"{inst_name}.{port}"
             ppos = locate(block_raw, ("inputs", i))
@@ -588,6 +722,13 @@ class Expander:
                 return None
             inst.outputs.append((oname, r))
         return inst
+
+
+    def input_shapes(self, inst_name: str, bdef: BlockDef, inputs: list[Ref]) -> dict[str, InputShape]:
+        """Each block input as expressions see it (``x.shape[1]``), typed only when read."""
+        def dims(port: str, ref: Ref) -> Any:
+            return lambda: self.early.dims(ref, f"block input '{port}' (fed by '{ref}')")
+        return {port: InputShape(port, dims(port, ref)) for port, ref in zip(bdef.inputs, inputs, strict=True)}
 
 
 def _with_freeze(raw: YMap) -> YMap:

@@ -4,7 +4,8 @@ A spec value ``"${4 * d}"`` becomes the number the expression evaluates to; text
 embedded expressions (``"layer_${i}"``) becomes a string.  Expressions are parsed with
 :mod:`ast` and evaluated by walking a small whitelist of node types: numbers, strings,
 booleans, param names, arithmetic (``+ - * / // % **``), comparisons, ``and/or/not``,
-``x if c else y`` and the functions below.  There is no ``eval``, no attribute access, no
+``x if c else y`` and the functions below, and inside a block ``x.shape[i]`` for a block
+input ``x`` (:class:`InputShape`).  There is no ``eval``, no other attribute access or
 subscripting, and results are bounded so a spec cannot make the compiler hang: integers
 to 64 bits, exponents to 64, floats to finite values, text to :data:`~graphc.spec.limits.MAX_STRING`
 characters (checked on every intermediate result, so no operation ever works on a value
@@ -20,7 +21,7 @@ import math
 import operator
 import re
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -78,6 +79,42 @@ class ExprError(ValueError):
     def __init__(self, message: str, name: str | None = None) -> None:
         super().__init__(message)
         self.name = name
+
+
+class ShapeUnknownError(ExprError):
+    """``x.shape`` of an input whose shape cannot be known because what feeds it failed,
+    a failure reported at its own place (the caller need not report this one again)."""
+
+
+class SymDim(str):
+    """A symbolic dim read by ``x.shape[i]``: its text (``B``, ``2*T``), which has no value
+    until run time, so arithmetic on it is refused; comparing it as text is allowed."""
+
+    __slots__ = ("origin",)
+    origin: str  # the expression that read it, for messages: "x.shape[0]"
+
+    def __new__(cls, text: str, origin: str) -> SymDim:
+        self = super().__new__(cls, text)
+        self.origin = origin
+        return self
+
+
+class InputShape:
+    """A block input as an expression sees it: only ``name.shape[i]`` is allowed.
+
+    The dims are asked for on first use only (``dims`` infers the types of what feeds the
+    block, which most blocks never need); each is an ``int`` or the text of a symbolic dim.
+    """
+
+    def __init__(self, name: str, dims: Callable[[], Sequence[int | str]]) -> None:
+        self.name = name
+        self._dims = dims
+        self._known: tuple[int | str, ...] | None = None
+
+    def dims(self) -> tuple[int | str, ...]:
+        if self._known is None:
+            self._known = tuple(self._dims())
+        return self._known
 
 
 def _num(v: Any) -> Any:
@@ -167,14 +204,43 @@ class _Evaluator:
             spelled = next((k for k in self.names if not k.isascii() and unicodedata.normalize("NFKC", k) == node.id), None)
             if spelled is None:
                 raise ExprError(f"unknown param '{node.id}'{did_you_mean(node.id, self.names)}", node.id)
-            return self.names[spelled]
-        return self.names[node.id]
+            return _value(self.names[spelled], node.id)
+        return _value(self.names[node.id], node.id)
+
+    def _Attribute(self, node: ast.Attribute) -> Any:
+        hint = " (a block input's sizes are read as x.shape[i])" if node.attr == "shape" else ""
+        raise ExprError(f"{_what(node)} is not allowed in an expression{hint}")
+
+    def _Subscript(self, node: ast.Subscript) -> Any:
+        """``x.shape[i]`` of a block input ``x`` (negative ``i`` counts from the end)."""
+        target = node.value
+        if not (isinstance(target, ast.Attribute) and target.attr == "shape" and isinstance(target.value, ast.Name)):
+            raise ExprError("subscripting is only allowed as x.shape[i], for a block input x")
+        name = target.value.id
+        value = self.names.get(name)
+        if not isinstance(value, InputShape):
+            inputs = [k for k, v in self.names.items() if isinstance(v, InputShape)]
+            what = f"'{name}' is a param, not a block input" if name in self.names else f"'{name}' is not a block input{did_you_mean(name, inputs)}"
+            listed = f" (the block's inputs: {', '.join(inputs)})" if inputs else " (only a block's inputs have a shape in expressions, and this is not in a block)"
+            raise ExprError(f"{name}.shape: {what}{listed}")
+        index = self.eval(node.slice)
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ExprError(f"{name}.shape[...] takes an integer index, got {index!r}")
+        dims = value.dims()
+        if not -len(dims) <= index < len(dims):
+            raise ExprError(f"{name}.shape[{index}] is out of range: input '{name}' has {len(dims)} dims [{', '.join(map(str, dims))}]")
+        dim = dims[index]
+        return dim if isinstance(dim, int) else SymDim(dim, f"{name}.shape[{index}]")
 
     def _BinOp(self, node: ast.BinOp) -> Any:
         op = _BINOPS.get(type(node.op))
         if op is None:
             raise ExprError(f"operator '{type(node.op).__name__}' is not allowed")
         left, right = self.eval(node.left), self.eval(node.right)
+        for v in (left, right):
+            if isinstance(v, SymDim):
+                raise ExprError(f"{v.origin} is the symbolic dim '{v}', whose size is known only at run time;"
+                                " arithmetic on it is not allowed (compare it, or use it as text)")
         if isinstance(left, str) or isinstance(right, str):
             if isinstance(node.op, ast.Add) and isinstance(left, str) and isinstance(right, str):
                 if len(left) + len(right) > MAX_STRING.value:  # refused before it is made
@@ -259,6 +325,13 @@ _WHAT = {
     "NamedExpr": "':='",
     "Starred": "'*'",
 }
+
+
+def _value(value: Any, name: str) -> Any:
+    """A name's value in arithmetic: a block input itself is no number."""
+    if isinstance(value, InputShape):
+        raise ExprError(f"'{name}' is a block input (a tensor), not a number; its sizes are {name}.shape[0], {name}.shape[1], ...")
+    return value
 
 
 def _what(node: ast.AST) -> str:

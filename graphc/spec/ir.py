@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from graphc.spec.model import InitScheme, InitSpec
 
 # Keys of a block call that are the language's own, not params of the block.
-RESERVED = {"block", "in", "repeat", "doc", "freeze", "when"}
+RESERVED = {"block", "in", "repeat", "doc", "freeze", "checkpoint", "when", "shares"}
 # Public attributes of torch.nn.Module / fx.GraphModule (and graphc's own): a node of that
 # name would shadow them, since every node becomes a module attribute.  Kept as data here so
 # that the front end stays torch-free.
@@ -75,6 +75,9 @@ class FlatNode:
     freeze: bool = False
     doc: str | None = None
     init: InitSpec | InitScheme | None = None  # this node's own weight init (else the spec's)
+    # inside a block call with `shares`: the node of the owning copy whose module (and so
+    # parameters and buffers) runs in its place; such a node owns nothing itself
+    shares: str | None = None
 
     @property
     def local_name(self) -> str:
@@ -98,6 +101,8 @@ class Instance:
     inputs: list[str] = field(default_factory=list)  # port node names, in block-input order
     outputs: list[tuple[str, Ref]] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)  # flat names directly inside (ports, ops, sub-instances)
+    shares: str | None = None  # `shares`: the instance whose module this one calls (it makes none)
+    checkpoint: bool = False  # the call said checkpoint: true (activations recomputed in backward)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from graphc.errors import Collector, Pos, SpecError
+from graphc.spec import library
 from graphc.spec.expr import ExprError, TextBudgetError, has_expr, substitute, text_budget
 from graphc.spec.limits import MAX_FILE_BYTES
 from graphc.spec.model import FORMAT_VERSION, SpecDoc
@@ -168,8 +169,14 @@ def _too_big(size: int) -> str:
             f" (set {MAX_FILE_BYTES.env} to raise it)")
 
 
-def _collect_blocks(raw: YMap, file: str, stack: list[str]) -> dict[str, YMap]:
-    """This file's blocks plus those of its includes (relative paths, cycles rejected)."""
+def _collect_blocks(raw: YMap, file: str, stack: list[str], seen: set[str] | None = None) -> dict[str, YMap]:
+    """This file's blocks plus those of its includes (relative paths or ``graphc:NAME``
+    library names, cycles rejected).
+
+    ``seen`` holds every file already read for this spec: a file reached twice without a
+    cycle (``graphc:mobilenet`` and ``graphc:conv``, which it includes too) adds its blocks once.
+    """
+    seen = set() if seen is None else seen
     out: dict[str, YMap] = {}
     includes = raw.get("include", [])
     if isinstance(includes, str):
@@ -177,15 +184,18 @@ def _collect_blocks(raw: YMap, file: str, stack: list[str]) -> dict[str, YMap]:
     if not isinstance(includes, list):
         raise SpecError("include: expected a list of file paths", locate(raw, ("include",)))
     base = FsPath(file).parent if not file.startswith("<") else FsPath.cwd()
+    here = str(FsPath(file).resolve())
     for i, inc in enumerate(includes):
         pos = locate(raw, ("include", i)) if isinstance(raw.get("include"), YSeq) else locate(raw, ("include",))
         if not isinstance(inc, str):
             raise SpecError("include: expected a file path", pos)
-        path = (base / inc).resolve()
-        here = str(FsPath(file).resolve())
+        path = _include_path(inc, base, pos)
         if str(path) in stack or str(path) == here:
             chain = " -> ".join(FsPath(p).name for p in [*stack, here, str(path)])
             raise SpecError(f"include cycle: {chain}", pos)
+        if str(path) in seen:
+            continue
+        seen.add(str(path))
         if len(stack) >= MAX_INCLUDE_DEPTH:
             raise SpecError(f"includes nested deeper than {MAX_INCLUDE_DEPTH}", pos)
         try:
@@ -197,7 +207,7 @@ def _collect_blocks(raw: YMap, file: str, stack: list[str]) -> dict[str, YMap]:
         if unknown:
             key = sorted(unknown)[0]
             raise SpecError(f"an included file may hold only blocks (and include), found '{key}'", lib.key_pos[key])
-        for name, block in _collect_blocks(lib, _display(path), [*stack, str(FsPath(file).resolve())]).items():
+        for name, block in _collect_blocks(lib, _display(path), [*stack, here], seen).items():
             if name in out:
                 raise SpecError(f"block '{name}' is defined twice (also at {out[name].pos})", block.pos)
             out[name] = block
@@ -208,6 +218,17 @@ def _collect_blocks(raw: YMap, file: str, stack: list[str]) -> dict[str, YMap]:
                 raise SpecError(f"block '{name}' is also defined in an include ({out[name].pos})", own.key_pos[name])
             out[name] = block
     return out
+
+
+def _include_path(inc: str, base: FsPath, pos: Pos) -> FsPath:
+    """The file an include entry names: a shipped library file for ``graphc:NAME`` (looked
+    up by name in :mod:`graphc.spec.library`), else a path relative to the including file."""
+    if not library.is_library(inc):
+        return (base / inc).resolve()
+    found = library.resolve(inc)
+    if isinstance(found, str):
+        raise SpecError(found, pos)
+    return found.resolve()
 
 
 def _display(path: FsPath) -> str:

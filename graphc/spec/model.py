@@ -16,10 +16,14 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    NonNegativeInt,
     Tag,
     TypeAdapter,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     create_model,
 )
+from pydantic_core import PydanticCustomError
 
 from graphc.ops.registry import REGISTRY, OpArgs, on_change, strict_scalars
 from graphc.shapes import DTYPES
@@ -77,6 +81,38 @@ class NodeCommon(_Strict):
     when: bool = Field(True, description="false (e.g. ${index == 0}) leaves the node out; references to it are errors")
 
 
+class RepeatOver(_Strict):
+    """Per-copy block arguments: ``repeat: {over: {out: [64, 128], stride: [1, 2]}}``.
+
+    Copy ``i`` gets the ``i``-th value of every list as the block param of that name, so a
+    stage whose copies differ (widths, strides) is one call instead of one call per copy.
+    The lists must be equally long; ``n``, when given, must equal their length.
+    """
+
+    # The values are checked against each param's declared type in graphc.spec.blocks (one
+    # line per bad value, naming the param); here only their scalar kind reaches the schema.
+    over: dict[str, list[Any]] = Field(
+        description="block param -> one value per copy (all lists equally long, none empty)",
+        json_schema_extra={"minProperties": 1, "additionalProperties": {"type": "array", "items": {"type": ["integer", "number", "boolean", "string"]}}},
+    )
+    n: int | None = Field(None, ge=0, description="the number of copies, if written out: must equal the lists' length")
+
+
+_COUNT: TypeAdapter[int] = TypeAdapter(NonNegativeInt)
+
+
+def _repeat_form(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Validate ``repeat`` as the one form its value has (a mapping: per-copy lists; else a
+    count), so an error names that form's field (``repeat.over.out``), not a union branch."""
+    if isinstance(value, dict):
+        return RepeatOver.model_validate(value)
+    if value is None:
+        return None
+    if isinstance(value, bool):  # as strict_scalars does for every int field: true is no count
+        raise PydanticCustomError("number_type", "expected a number, not true or false")
+    return _COUNT.validate_python(value)
+
+
 class BlockCall(_Strict):
     """A use of a block: ``{block: name, in: ..., repeat: N, <block params>}``."""
 
@@ -84,10 +120,16 @@ class BlockCall(_Strict):
 
     block: str
     in_: Refs | None = Field(None, alias="in")
-    repeat: int | None = Field(None, ge=0, description="unroll N copies named name.0 ... name.N-1, chained; 0 passes the inputs through")
+    repeat: Annotated[NonNegativeInt | RepeatOver | None, WrapValidator(_repeat_form)] = Field(
+        None,
+        description="unroll N copies named name.0 ... name.N-1, chained; 0 passes the inputs through;"
+        " {over: {param: [v0, v1, ...]}} gives copy i the i-th value of each list",
+    )
     doc: str | None = None
     freeze: bool = False
+    checkpoint: bool = Field(False, description="recompute this call's activations in backward instead of keeping them (training)")
     when: bool = Field(True, description="false leaves the whole block call out")
+    shares: str | None = Field(None, description="another block call in the same scope whose copy (and weights) this call runs on its own inputs")
 
 
 class BlockParam(_Strict):

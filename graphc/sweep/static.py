@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from graphc.errors import GraphcError
+from graphc.graph.infer import TypedGraph
+from graphc.graph.memory_planner import TrainSetup, plan_memory
 from graphc.spec.load import Spec
-from graphc.summarize import Summary, human
+from graphc.summarize import human
 from graphc.train.recipe import LoadedRecipe, Recipe, load_recipe
 
 
@@ -41,16 +43,11 @@ def split_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     return spec, recipe
 
 
-def memory_estimate(s: Summary, recipe: Recipe, batch_scale: float) -> int:
-    """Bytes to train: weights + gradients + optimizer state + saved activations.
-
-    A stand-in for the memory planner (#16): swap this one function for it.  Activations are
-    the summary's (at the example batch) scaled to the recipe's batch, counted twice (the
-    forward's outputs and their gradients); half precision halves them.
-    """
-    state_per_param = {"adam": 8, "adamw": 8, "sgd": 4}[recipe.optimizer.type]
-    act = s.memory["activations_bytes"] * batch_scale * 2 * (0.5 if recipe.precision != "fp32" else 1.0)
-    return int(s.total_params * 4 + s.trainable_params * (4 + state_per_param) + act)
+def memory_estimate(tg: TypedGraph, recipe: Recipe) -> int:
+    """Peak bytes of one training process under ``recipe``: the memory planner's estimate
+    (:mod:`graphc.graph.memory_planner`: parameters, gradients, optimizer state, saved
+    activations and transients, at the recipe's batch size and precision)."""
+    return plan_memory(tg, TrainSetup.from_recipe(recipe, device="cpu" if recipe.device == "cpu" else "cuda")).peak
 
 
 def example_batch(spec: Spec, example: dict[str, int]) -> int:
@@ -84,7 +81,7 @@ def static_check(spec: Spec, config: str | Path | None, values: dict[str, Any], 
     summ = summarize(tg)
     batch0 = example_batch(s, tg.example)
     r = loaded.recipe
-    memory = memory_estimate(summ, r, r.batch_size / batch0)
+    memory = memory_estimate(tg, r)
     v = Verdict("ok", params=summ.total_params, flops=summ.flops, memory=memory,
                 train_flops=3.0 * summ.flops / batch0 * r.batch_size * r.grad_accum * _steps(loaded, s))
     over = [f"{name} {human(got, unit)} > {human(limit, unit)}"
@@ -100,7 +97,7 @@ def _steps(loaded: LoadedRecipe, spec: Spec) -> int:
     r = loaded.recipe
     if r.steps is not None:
         return r.steps
-    samples = _dataset_size(r.data.dataset, r.data.samples)
+    samples = _dataset_size(r.data.dataset or "", r.data.samples)
     per_epoch = max(1, int(samples * r.data.split[0]) // (r.batch_size * r.grad_accum))
     return (r.epochs or 1) * per_epoch
 

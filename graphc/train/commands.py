@@ -12,7 +12,7 @@ def _train(args: argparse.Namespace) -> int:
     from graphc.weights.commands import weight_source
 
     r = train(args.spec, args.output, config=args.config, overrides=args.overrides, resume=args.resume,
-              init=weight_source(args.init, args), quiet=args.quiet, force=args.force)
+              init=weight_source(args.init, args), quiet=args.quiet, force=args.force, nproc=args.nproc, debug=args.debug)
     best = ", ".join(f"{k} {v:.4g}" for k, v in r.best.items() if k.startswith("val_"))
     test = ", ".join(f"{k} {v:.4g}" for k, v in r.test.items())
     print(f"trained {r.steps} steps (compile: {r.compile}{', stopped early' if r.stopped_early else ''}); "
@@ -20,9 +20,19 @@ def _train(args: argparse.Namespace) -> int:
     if test:
         print(f"test (best weights): {test}")
     if r.unigram_loss is not None:
-        print(f"unigram (character-frequency) baseline val_loss {r.unigram_loss:.4f}")
+        print(f"unigram (token-frequency) baseline val_loss {r.unigram_loss:.4f}")
     print(f"wrote {r.run_dir}/best.safetensors, metrics.csv, curves.png, results.json")
     return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of processes, got {text!r}")
+    return n
 
 
 def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -39,5 +49,7 @@ def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None])
                    help="start afresh in RUN_DIR even if it holds a run or other files (removes only a run's own files)")
     p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (safetensors keyed by node paths)")
     add_transfer_args(p)  # --map, --partial for --init
+    p.add_argument("--nproc", type=_positive, metavar="N",
+                   help="train on N local processes (DDP or FSDP: the recipe's distributed.strategy); see docs/train.md")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(handler=_train)

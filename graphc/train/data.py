@@ -1,24 +1,29 @@
-"""Training data: built-in sets (no download), synthetic sets and user files, split by seed.
+"""Training data: built-in sets (no download), synthetic sets, user files and image folders.
 
-Every source produces named numpy arrays with examples along the first axis (``x``,
-``label``, ``tokens``, ``target`` ...).  :func:`load_data` maps them onto the spec's inputs
-by name (or through ``data.map``), checks each against the spec's declared shape and dtype,
-and returns seeded train/val/test :class:`Split` s of torch tensors.  Datasets stay in
-memory: the sets here are small, and indexing one tensor by a permutation is the simplest
-way to make the batch order exactly reproducible on resume.
+Every source produces named numpy examples (``x``, ``label``, ``tokens``, ``target`` ...):
+in-memory sets as whole arrays (kept as tensors and gathered by index), the kinds of
+graphc/data (image folders, tables, text) as a :class:`graphc.data.source.Source` read
+example by example.  :func:`load_data` maps them onto the spec's inputs by name (or through
+``data.map``), checks each against the spec's declared shape and dtype *before* training,
+and returns seeded train/val/test :class:`Split` s that graphc/data/loader.py batches.
 """
 
 from __future__ import annotations
 
 import sysconfig
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from graphc.data.bounds import check_value_bounds
+from graphc.data.fingerprint import file_entries, fingerprint_arrays
+from graphc.data.loader import ArraySource, Batches, BatchKey
+from graphc.data.source import Example, Prepared, Source
 from graphc.errors import DataError, Pos
 from graphc.graph.infer import TypedGraph
 from graphc.shapes import FLOAT_DTYPES, parse_dim
@@ -30,26 +35,39 @@ Arrays = dict[str, np.ndarray]
 
 @dataclass
 class Split:
-    """One part of the data: tensors by name, all with the same first dimension."""
+    """One part of the data: its examples and the tensor dtype of each array."""
 
-    tensors: dict[str, torch.Tensor]
+    source: Source
+    dtypes: dict[str, torch.dtype] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(next(iter(self.tensors.values())))
+        return len(self.source)
 
     def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: v[idx] for k, v in self.tensors.items()}
+        """The examples ``idx`` as one batch of tensors (what the loader's workers do)."""
+        return Batches(self.source, self.dtypes)[BatchKey(0, idx)]
+
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every example at once (in-memory sets: no copy)."""
+        if isinstance(self.source, ArraySource):
+            return self.source.tensors
+        return self.batch(torch.arange(len(self)))
 
 
 @dataclass
 class Data:
-    """The three splits, plus which names are model inputs (in the spec's order)."""
+    """The three splits, which names are model inputs (in the spec's order), and what the
+    run folder keeps about them (artifacts such as classes.json, and the data fingerprint)."""
 
     train: Split
     val: Split
     test: Split
     inputs: list[str]
     unigram_loss: float | None = None  # sequence sets: cross-entropy of the character-frequency model
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, float] = field(default_factory=dict)
 
 
 # --- sources ---------------------------------------------------------------------------
@@ -197,10 +215,11 @@ def _csv_features(arrays: Arrays, name: str, targets: set[str]) -> Arrays:
     return {**{k: v for k, v in arrays.items() if k in targets}, name: x}
 
 
-def _resolve(arrays: Arrays, inputs: dict[str, InputDef], targets: set[str], loaded: LoadedRecipe) -> Arrays:
+def _resolve(arrays: Arrays, inputs: dict[str, InputDef], targets: set[str], loaded: LoadedRecipe, kind: str = "dataset") -> Arrays:
     """The arrays the run needs, under the spec's input names and the recipe's target names."""
     cfg = loaded.recipe.data
-    pos = loaded.pos("data", "dataset")
+    pos = loaded.pos("data", kind)
+    label = f"dataset '{cfg.dataset}'" if kind == "dataset" else f"the {kind} data"
     out: Arrays = {}
     primary = [k for k in arrays if k not in targets]
     for name in [*inputs, *sorted(targets)]:
@@ -209,7 +228,7 @@ def _resolve(arrays: Arrays, inputs: dict[str, InputDef], targets: set[str], loa
             src = primary[0]  # one input, one feature array: they go together whatever their names
         if src not in arrays:
             have = ", ".join(sorted(arrays))
-            raise DataError(f"{loaded.where('data')}: dataset '{cfg.dataset}' has no array '{src}' for '{name}' (it has: {have}); map it with data.map", pos)
+            raise DataError(f"{loaded.where('data')}: {label} has no array '{src}' for '{name}' (it has: {have}); map it with data.map", pos)
         out[name] = arrays[src]
     n = {len(v) for v in out.values()}
     if len(n) != 1:
@@ -218,8 +237,8 @@ def _resolve(arrays: Arrays, inputs: dict[str, InputDef], targets: set[str], loa
     return out
 
 
-def _check_input(name: str, arr: np.ndarray, inp: InputDef, pos: Pos, spec_pos: Pos) -> torch.Tensor:
-    """The array as a tensor of the input's dtype, or a one-line error naming both shapes."""
+def _check_shape(name: str, arr: np.ndarray, inp: InputDef, pos: Pos, spec_pos: Pos) -> None:
+    """A one-line error naming both shapes unless ``arr`` (examples first) fits the input."""
     want = [*inp.shape]
     ok = arr.ndim == len(want) and all(not isinstance(d, int) or d == s for d, s in zip(want[1:], arr.shape[1:]))
     float_in = inp.dtype in FLOAT_DTYPES
@@ -227,12 +246,22 @@ def _check_input(name: str, arr: np.ndarray, inp: InputDef, pos: Pos, spec_pos: 
     if not ok or not kind_ok:
         dims = ", ".join(map(str, want))
         raise DataError(f"data for input '{name}' has shape {list(arr.shape)} {arr.dtype} but the spec declares [{dims}] {inp.dtype} (at {spec_pos})", pos)
+
+
+def _check_input(name: str, arr: np.ndarray, inp: InputDef, pos: Pos, spec_pos: Pos) -> torch.Tensor:
+    """The array as a tensor of the input's dtype, or a one-line error naming both shapes."""
+    _check_shape(name, arr, inp, pos, spec_pos)
     return torch.from_numpy(np.ascontiguousarray(arr)).to(getattr(torch, inp.dtype))
 
 
 def _target(arr: np.ndarray) -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(arr))
     return t.long() if not t.is_floating_point() else t.float()
+
+
+def _base(loaded: LoadedRecipe) -> Path:
+    """The folder relative data paths start from: the recipe file's."""
+    return Path(loaded.file).parent if not loaded.file.startswith("<") else Path.cwd()
 
 
 def load_data(tg: TypedGraph, loaded: LoadedRecipe, seed: int) -> Data:
@@ -245,26 +274,132 @@ def load_data(tg: TypedGraph, loaded: LoadedRecipe, seed: int) -> Data:
     cfg = loaded.recipe.data
     inputs = dict(tg.flat.spec.doc.inputs)
     targets = {t.target for t in loaded.recipe.loss_terms} | {m.target for m in loaded.recipe.metric_cfgs if m.target}
+    split_seed = cfg.seed if cfg.seed is not None else seed
+    if cfg.dataset is not None:
+        return _in_memory(tg, loaded, inputs, targets, split_seed)
+    prep: Prepared
+    if cfg.images is not None:  # exactly one kind is given (DataCfg checks)
+        from graphc.data import images
+
+        prep = images.prepare(cfg.images, _base(loaded), inputs, cfg.split, split_seed, loaded)
+    elif cfg.table is not None:
+        from graphc.data import tables
+
+        prep = tables.prepare(cfg.table, _base(loaded), inputs, cfg.split, split_seed, loaded)
+    elif cfg.text is not None:
+        from graphc.data import text
+
+        prep = text.prepare(cfg.text, _base(loaded), inputs, cfg.split, split_seed, loaded)
+    else:
+        raise DataError(f"{loaded.where('data')}: no data source given", loaded.pos("data"))
+    return _from_prepared(prep, tg, loaded, inputs, targets)
+
+
+def _in_memory(tg: TypedGraph, loaded: LoadedRecipe, inputs: dict[str, InputDef], targets: set[str], seed: int) -> Data:
+    """A built-in set or an array file: whole arrays, split by one seeded permutation."""
+    cfg = loaded.recipe.data
+    name = cfg.dataset or ""
     pos = loaded.pos("data", "dataset")
-    if cfg.dataset in BUILTIN:
-        arrays = BUILTIN[cfg.dataset](cfg, inputs)
-    elif Path(cfg.dataset).suffix in (".npz", ".csv", ".safetensors"):
-        base = Path(loaded.file).parent if not loaded.file.startswith("<") else Path.cwd()
-        path = Path(cfg.dataset) if Path(cfg.dataset).is_absolute() else base / cfg.dataset
-        if not path.exists() and Path(cfg.dataset).exists():
-            path = Path(cfg.dataset)
+    files: list[dict[str, Any]] = []
+    if name in BUILTIN:
+        arrays = BUILTIN[name](cfg, inputs)
+    elif Path(name).suffix in (".npz", ".csv", ".safetensors"):
+        path = Path(name) if Path(name).is_absolute() else _base(loaded) / name
+        if not path.exists() and Path(name).exists():
+            path = Path(name)
         arrays = _read_file(path, pos)
+        files = file_entries([path])
         if path.suffix == ".csv" and len(inputs) == 1:
             arrays = _csv_features(arrays, next(iter(inputs)), {cfg.map.get(t, t) for t in targets})
     else:
-        raise DataError(f"{loaded.where('data', 'dataset')}: unknown dataset '{cfg.dataset}' (built-in: {', '.join(BUILTIN)}; or a .npz/.csv/.safetensors path)", pos)
+        raise DataError(f"{loaded.where('data', 'dataset')}: unknown dataset '{name}' (built-in: {', '.join(BUILTIN)}; or a .npz/.csv/.safetensors path)", pos)
     arrays = _resolve(arrays, inputs, targets, loaded)
-    check_targets(tg, loaded, arrays, str(path) if cfg.dataset not in BUILTIN else f"dataset '{cfg.dataset}'")
+    check_targets(tg, loaded, arrays, str(files[0]["path"]) if files else f"dataset '{name}'")
     tensors = {k: _check_input(k, v, inputs[k], pos, tg.flat.spec.pos("inputs", k)) for k, v in arrays.items() if k in inputs}
     tensors |= {k: _target(v) for k, v in arrays.items() if k not in inputs}
-    splits = _split(tensors, cfg.split, cfg.seed if cfg.seed is not None else seed)
-    unigram = unigram_loss(splits[0].tensors["target"], splits[1].tensors["target"]) if cfg.dataset in ("stdlib_chars",) else None
-    return Data(*splits, inputs=list(inputs), unigram_loss=unigram)
+    splits = _split(tensors, cfg.split, seed)
+    unigram = unigram_loss(splits[0].tensors["target"], splits[1].tensors["target"]) if name in ("stdlib_chars",) else None
+    fingerprint = {"kind": "dataset", "dataset": name, **fingerprint_arrays(arrays)}
+    if files:
+        fingerprint["entries"] = files
+    return Data(*splits, inputs=list(inputs), unigram_loss=unigram, fingerprint=fingerprint)
+
+
+class Renamed:
+    """A source whose arrays are renamed onto the spec's names (``data.map``); picklable."""
+
+    def __init__(self, source: Source, names: dict[str, str]) -> None:
+        self.source, self.names = source, names  # spec name -> the source's own name
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> Example:
+        ex = self.source[i]
+        return {k: ex[v] for k, v in self.names.items()}
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.source, "set_epoch"):
+            self.source.set_epoch(epoch)
+
+    def column(self, name: str) -> np.ndarray | None:
+        column = getattr(self.source, "column", None)
+        return column(self.names.get(name, name)) if column is not None and name in self.names else None
+
+
+def _from_prepared(prep: Prepared, tg: TypedGraph, loaded: LoadedRecipe, inputs: dict[str, InputDef], targets: set[str]) -> Data:
+    """Check a prepared source against the spec on its first example (and its labels) before
+    training; the examples themselves are read by the loader, batch by batch."""
+    cfg = loaded.recipe.data
+    kind = next(k for k in ("images", "table", "text") if getattr(cfg, k, None) is not None)
+    pos = loaded.pos("data", kind)
+    if len(prep.train) == 0:
+        raise DataError(f"{loaded.where('data', kind)}: the training split has no examples", pos)
+    example = prep.train[0]
+    one = {k: np.asarray(v)[None] for k, v in example.items()}  # a batch of one, to resolve names and shapes
+    resolved = _resolve(one, inputs, targets, loaded, kind)
+    names = {k: next(src for src, v in one.items() if v is arr) for k, arr in resolved.items()}
+    for k in inputs:
+        _check_shape(k, resolved[k], inputs[k], pos, tg.flat.spec.pos("inputs", k))
+    by_source = {v: k for k, v in names.items()}  # ids against the spec's ranges and embeddings first: the spec's line
+    check_value_bounds(tg, {by_source.get(k, k): b for k, b in prep.value_bounds.items()}, f"{loaded.where('data', kind)}'s vocabulary")
+    column = getattr(prep.train, "column", None)
+    arrays = getattr(prep.train, "arrays", None)  # an in-memory source (a table): every label is checked
+    for t in targets:
+        full = column(names[t]) if column is not None else arrays.get(names[t]) if isinstance(arrays, dict) else None
+        if full is not None:
+            resolved[t] = full
+    check_targets(tg, loaded, resolved, f"{kind} '{prep.fingerprint.get('root', '')}'".replace(" ''", ""))
+    _check_bounds(tg, loaded, prep.value_bounds, names, pos)
+    dtypes = {k: getattr(torch, inputs[k].dtype) if k in inputs else _target(resolved[k][:1]).dtype for k in resolved}
+    same = all(k == v for k, v in names.items()) and set(names) == set(example)
+
+    def split(src: Source) -> Split:
+        return Split(src if same else Renamed(src, names), dtypes)
+
+    return Data(split(prep.train), split(prep.val), split(prep.test), inputs=list(inputs),
+                unigram_loss=prep.baselines.get("unigram_val_loss"), artifacts=dict(prep.artifacts),
+                fingerprint=dict(prep.fingerprint), baselines=dict(prep.baselines))
+
+
+def _check_bounds(tg: TypedGraph, loaded: LoadedRecipe, bounds: Mapping[str, int], names: dict[str, str], pos: Pos) -> None:
+    """Integer ids (a vocabulary) against what the spec accepts, before step 0: an input's
+    declared ``range``, or a class target's number of classes."""
+    spec = tg.flat.spec
+    outputs = tg.output_types()
+    by_source = {v: k for k, v in names.items()}
+    for src_name, bound in bounds.items():
+        name = by_source.get(src_name, src_name)
+        inp = spec.doc.inputs.get(name)
+        if inp is not None and inp.range is not None and bound > int(inp.range[1]):
+            raise DataError(f"data for input '{name}' has ids up to {bound - 1}, but the spec's range for it is "
+                            f"[{inp.range[0]}, {inp.range[1]}) (at {spec.pos('inputs', name)})", pos)
+        for t in loaded.recipe.loss_terms:
+            if t.target == name and t.type in CLASS_LOSSES and t.output in outputs:
+                classes = outputs[t.output].concrete(dict(tg.example))[-1]
+                if bound > classes:
+                    raise DataError(f"target '{name}' has ids up to {bound - 1}, but output '{t.output}' has {classes} classes "
+                                    f"(at {spec.pos('outputs', t.output)})", pos)
 
 
 # --- targets against the spec's outputs ---------------------------------------------------
@@ -354,7 +489,8 @@ def _split(tensors: dict[str, torch.Tensor], fractions: tuple[float, float, floa
     n_train = max(1, round(fractions[0] * n))
     n_val = round(fractions[1] * n)
     parts = (perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :])
-    return tuple(Split({k: v[p] for k, v in tensors.items()}) for p in parts)  # type: ignore[return-value]
+    dtypes = {k: v.dtype for k, v in tensors.items()}
+    return tuple(Split(ArraySource({k: v[p] for k, v in tensors.items()}), dtypes) for p in parts)  # type: ignore[return-value]
 
 
 def unigram_loss(train_targets: torch.Tensor, val_targets: torch.Tensor) -> float:

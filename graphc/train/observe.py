@@ -88,12 +88,17 @@ class TensorBoard:
 
 
 class Progress:
-    """A rich progress bar (loss, samples/s, ETA) on a terminal; plain lines otherwise."""
+    """A rich progress bar (loss, samples/s, data wait, ETA) on a terminal; plain lines otherwise.
+
+    ``data N%`` is the share of the wall time the training loop spent waiting for a batch:
+    near 0 the loader keeps up; a high share says to raise ``data.workers``.
+    """
 
     def __init__(self, total: int, start: int, quiet: bool = False) -> None:
         self.total, self.start = total, start
         self.t0 = time.perf_counter()
         self.samples = 0
+        self.wait = 0.0  # seconds spent waiting for data since this run (or resume) started
         self.tty = sys.stderr.isatty() and not quiet
         self.quiet = quiet
         self.bar: Any = None
@@ -110,16 +115,23 @@ class Progress:
     def rate(self) -> float:
         return self.samples / max(time.perf_counter() - self.t0, 1e-9)
 
-    def step(self, step: int, loss: float, samples: int) -> None:
+    def data_share(self) -> float:
+        """The fraction of the elapsed time spent waiting for batches."""
+        return min(1.0, self.wait / max(time.perf_counter() - self.t0, 1e-9))
+
+    def step(self, step: int, loss: float, samples: int, wait: float = 0.0) -> None:
+        """Step ``step`` done; ``wait``: the total seconds waited for data so far."""
         self.samples += samples
+        self.wait = wait
         if self.bar is not None:
-            self.bar.update(self.task, completed=step, info=f"loss {loss:.4f}  {self.rate():,.0f} samples/s")
+            self.bar.update(self.task, completed=step,
+                            info=f"loss {loss:.4f}  {self.rate():,.0f} samples/s  data {self.data_share():.0%}")
 
     def log(self, row: dict[str, float]) -> None:
         done = row["step"] - self.start
         eta = (self.total - row["step"]) * (time.perf_counter() - self.t0) / max(done, 1)
         parts = [f"{k} {row[k]:.4g}" for k in row if k not in ("step", "epoch", "lr") and row[k] is not None]
-        line = f"step {int(row['step'])}/{self.total} epoch {int(row['epoch'])}  " + "  ".join(parts) + f"  {self.rate():,.0f} samples/s  ETA {eta:.0f}s"
+        line = f"step {int(row['step'])}/{self.total} epoch {int(row['epoch'])}  " + "  ".join(parts) + f"  {self.rate():,.0f} samples/s  data {self.data_share():.0%}  ETA {eta:.0f}s"
         if self.bar is not None:
             self.bar.console.print(line)
         elif not self.quiet:

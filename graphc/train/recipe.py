@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
+from graphc.data.images import ImagesCfg
+from graphc.data.tables import TableCfg
+from graphc.data.text import TextCfg
 from graphc.errors import Pos, SpecError
 from graphc.spec.load import Spec, read_bounded
 from graphc.spec.overrides import apply_overrides
@@ -25,10 +28,15 @@ class _Strict(BaseModel):
 
 
 class DataCfg(_Strict):
-    """Where examples come from and how they map onto the spec's inputs."""
+    """Where examples come from, how they map onto the spec's inputs, and how they are loaded.
 
-    dataset: str = Field(description="digits | wine | iris | breast_cancer | stdlib_chars | synthetic_regression | "
-                         "synthetic_classification | synthetic_sequence | a path to .npz/.csv/.safetensors")
+    Exactly one source: ``dataset`` (a built-in set or an array file), ``images`` (an image
+    folder), ``table`` or ``text``.
+    """
+
+    dataset: str | None = Field(None, description="digits | wine | iris | breast_cancer | stdlib_chars | synthetic_regression | "
+                                "synthetic_classification | synthetic_sequence | a path to .npz/.csv/.safetensors")
+    images: ImagesCfg | None = Field(None, description="an image folder: root/<class>/*.png (or root/train|val|test/<class>/...)")
     split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/val/test fractions (seeded shuffle)")
     map: dict[str, str] = Field({}, description="spec input or target name -> dataset array/column name")
     samples: PositiveInt = Field(2048, description="synthetic sets: number of examples")
@@ -36,12 +44,27 @@ class DataCfg(_Strict):
     max_chars: PositiveInt = Field(1_000_000, description="stdlib_chars: corpus size bound")
     seq_len: PositiveInt | None = Field(None, description="sequence sets: window length (default: the spec's example T)")
     seed: int | None = Field(None, description="split/shuffle seed (default: the recipe's seed)")
+    workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: load in the training process)")
+    prefetch: PositiveInt = Field(2, le=64, description="batches each worker loads ahead")
+    table: TableCfg | None = Field(None, description="a CSV/Parquet/JSONL table: columns -> inputs and targets (docs/data.md)")
+    text: TextCfg | None = Field(None, description="a text corpus and its tokenizer, or text classification (docs/data.md)")
 
     @model_validator(mode="after")
     def _fractions(self) -> DataCfg:
         if any(f < 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-6 or self.split[0] <= 0:
             raise ValueError(f"split fractions must be >= 0, sum to 1 and leave a training part, got {list(self.split)}")
         return self
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataCfg:
+        given = [k for k in SOURCE_KINDS if getattr(self, k, None) is not None]
+        if len(given) != 1:
+            have = f" (got {', '.join(given)})" if given else ""
+            raise ValueError(f"give exactly one data source: {', '.join(SOURCE_KINDS)}{have}")
+        return self
+
+
+SOURCE_KINDS = ("dataset", "images", "table", "text")  # DataCfg fields naming where examples come from
 
 
 LossType = Literal["cross_entropy", "mse", "mae", "bce"]
@@ -138,6 +161,14 @@ class UnfreezeCfg(_Strict):
     match: str = Field(description="glob over parameter paths, e.g. 'body.11.*'")
 
 
+class DistributedCfg(_Strict):
+    """How the processes of a multi-process run (``--nproc N``, torchrun, SLURM) share the model."""
+
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="ddp: every process holds the whole model; "
+                                            "fsdp: parameters, gradients and optimizer state sharded per block (FSDP2)")
+    timeout: PositiveInt = Field(600, description="seconds a collective waits for the other processes before the run stops")
+
+
 class Recipe(_Strict):
     """The whole recipe; ``epochs`` or ``steps`` says how long to train."""
 
@@ -166,6 +197,9 @@ class Recipe(_Strict):
     lora: LoraCfg | None = Field(None, description="fine-tune with LoRA adapters (merged into the saved weights)")
     param_groups: list[ParamGroupCfg] = Field([], description="per-glob lr scale and weight decay (first match wins)")
     unfreeze: list[UnfreezeCfg] = Field([], description="parameters frozen until a step (gradual unfreezing)")
+    distributed: DistributedCfg = Field(DistributedCfg(), description="strategy when run on more than one process")
+    activation_checkpointing: list[str] = Field([], description="block calls (names or globs, e.g. 'body' or 'body.*') whose "
+                                                "activations are recomputed in backward instead of kept")
 
     @model_validator(mode="after")
     def _length(self) -> Recipe:
@@ -173,6 +207,8 @@ class Recipe(_Strict):
             raise ValueError("give exactly one of 'epochs' or 'steps'")
         if self.unfreeze and self.lora is not None:
             raise ValueError("'unfreeze' and 'lora' do not combine (LoRA freezes the base weights; list them in lora.trainable)")
+        if self.lora is not None and self.distributed.strategy == "fsdp":
+            raise ValueError("'lora' does not combine with distributed.strategy fsdp (use ddp: adapters are small)")
         return self
 
     @property

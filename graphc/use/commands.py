@@ -24,7 +24,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     _warn_random_init(args)
     out = predict(args.target, args.data, args.output, weights=args.weights, overrides=args.overrides,
-                  batch_size=args.batch_size, as_=args.as_, topk=args.topk, force=args.force, progress=not args.quiet)
+                  batch_size=args.batch_size, as_=args.as_, topk=args.topk, force=args.force, progress=not args.quiet,
+                  vocab=args.vocab)
     n = len(next(iter(out.values()))) if out else 0
     print(f"predicted {n} examples; wrote {args.output} ({', '.join(f'{k} {list(v.shape)}' for k, v in out.items())})")
     return 0
@@ -34,7 +35,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from graphc.use.evaluate import evaluate
 
     r = evaluate(args.spec, weights=args.weights, onnx=args.onnx, config=args.config, overrides=args.overrides,
-                 split=args.split, data=args.data, batch_size=args.batch_size)
+                 split=args.split, data=args.data, batch_size=args.batch_size, vocab=args.vocab)
     if args.json:
         print(json.dumps({"ok": True, "backend": "onnx" if args.onnx else "torch",
                           "split": "file" if args.data else args.split, "metrics": r}, indent=2))
@@ -101,6 +102,7 @@ def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None])
     p.add_argument("-o", "--output", required=True, help="output file; its suffix picks the format (.csv, .jsonl, .npz)")
     p.add_argument("--as", dest="as_", choices=("labels", "topk", "logits"), default="logits", help="class outputs as ...")
     p.add_argument("--topk", type=_positive, default=5, help="k for --as topk")
+    p.add_argument("--vocab", help="a run folder (or its vocab.json): encode a table's columns as that run's training did")
     p.add_argument("--batch-size", type=_positive, default=256)
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -114,6 +116,7 @@ def register(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None])
     p.add_argument("--config", metavar="RECIPE.yaml", help="recipe file (instead of the spec's train: section)")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--data", metavar="FILE", help="evaluate on every example of this file instead of a split")
+    p.add_argument("--vocab", metavar="RUN", help="data.table recipes: a run folder (or its vocab.json) whose encoding and classes to apply")
     p.add_argument("--batch-size", type=_positive, default=256)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_evaluate)

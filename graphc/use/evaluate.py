@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -20,9 +20,11 @@ Split = Literal["train", "val", "test"]
 
 def evaluate(spec: str | Path, *, weights: str | Path | None = None, onnx: str | Path | None = None,
              config: str | Path | None = None, overrides: Sequence[str] = (), split: Split = "test",
-             data: str | Path | None = None, batch_size: int = 256) -> dict[str, float]:
+             data: str | Path | None = None, batch_size: int = 256, vocab: str | Path | None = None) -> dict[str, float]:
     """Loss and metrics of the recipe in ``spec`` (or ``config``) on ``split`` of its data, or
     on every example of ``data`` (a .npz/.csv/.safetensors file with inputs and targets).
+    A ``data.table`` recipe applies ``vocab`` (the training run's folder or vocab.json): its
+    category ids, fills and classes, so new rows are encoded as training encoded its own.
 
     Example:
         >>> graphc.evaluate("specs/digits_cnn.yaml", weights="runs/d/best.safetensors")
@@ -43,11 +45,11 @@ def evaluate(spec: str | Path, *, weights: str | Path | None = None, onnx: str |
     spec_over, recipe_over = split_overrides(list(overrides))
     tg = check(spec, spec_over)
     loaded = load_recipe(tg.flat.spec, config, recipe_over)
-    if data is not None:
-        path = Path(data).resolve()
-        cfg = loaded.recipe.data.model_copy(update={"dataset": str(path), "split": (1.0, 0.0, 0.0)})
+    if data is not None or vocab is not None:
+        cfg = _data_cfg(loaded.recipe.data, data, vocab)
         loaded = loaded.model_copy(update={"recipe": loaded.recipe.model_copy(update={"data": cfg})})
-        split = "train"  # the whole file
+        if data is not None:
+            split = "train"  # the whole file
     data_set = load_data(tg, loaded, seed=loaded.recipe.seed)
     part = getattr(data_set, split)
     if len(part) == 0:
@@ -66,3 +68,19 @@ def evaluate(spec: str | Path, *, weights: str | Path | None = None, onnx: str |
         n += len(idx)
         state.update(out_t, batch)
     return {"loss": loss_sum / n, **state.values(), "examples": float(n)}
+
+
+def _data_cfg(cfg: Any, data: str | Path | None, vocab: str | Path | None) -> Any:
+    """The recipe's data section pointed at ``data`` (all of it one split) and, for a table,
+    at the run's ``vocab``: re-fitting categories or classes on the new file would silently
+    renumber them."""
+    update: dict[str, Any] = {"split": (1.0, 0.0, 0.0)} if data is not None else {}
+    if cfg.table is not None:
+        if vocab is None:
+            raise GraphcError("a data.table recipe evaluated on --data needs --vocab RUN (the training run's folder or vocab.json) "
+                              "so that its rows are encoded as training encoded them")
+        table = {"vocab": str(Path(vocab).resolve())} | ({"path": str(Path(data).resolve())} if data is not None else {})
+        return cfg.model_copy(update={**update, "table": cfg.table.model_copy(update=table)})
+    if data is None:
+        raise GraphcError("--vocab applies to data.table recipes only")
+    return cfg.model_copy(update={**update, "dataset": str(Path(data).resolve())})

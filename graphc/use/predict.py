@@ -23,7 +23,7 @@ from graphc.outputs import Target
 from graphc.serve.manifest import TensorSig
 from graphc.serve.validate import RequestError, check_header, check_values
 from graphc.use.backends import Arrays, Overrides, open_backend
-from graphc.use.readers import read_arrays
+from graphc.use.readers import read_arrays, read_table_inputs
 
 As = Literal["labels", "topk", "logits"]
 TARGET_NAMES = ("label", "labels", "target", "targets", "y")  # columns that are answers, not inputs
@@ -32,9 +32,11 @@ WRITERS = (".npz", ".csv", ".jsonl")
 
 def predict(target: str | Path, data: str | Path | Mapping[str, np.ndarray], output: str | Path | None = None, *,
             weights: str | Path | None = None, overrides: Overrides = None, batch_size: int = 256, as_: As = "logits",
-            topk: int = 5, force: bool = False, progress: bool = False) -> Arrays:
+            topk: int = 5, force: bool = False, progress: bool = False, vocab: str | Path | None = None) -> Arrays:
     """Run ``target`` (a compile folder, or a spec with ``weights``) over ``data`` (a file, or
     arrays by name); write the formatted outputs to ``output`` if given, and return them.
+    ``vocab`` (a run folder or its vocab.json) encodes a table's columns as that run's
+    training did: the same category ids, missing-value fills and scaling.
 
     Example:
         >>> out = graphc.predict("out/digits", "images.npz", "pred.csv", as_="topk", topk=3)
@@ -47,7 +49,10 @@ def predict(target: str | Path, data: str | Path | Mapping[str, np.ndarray], out
     claimed = claim_output(output, force) if output is not None else None
     backend = open_backend(target, weights, overrides)
     where = Pos(str(data)) if not isinstance(data, Mapping) else Pos("<arrays>")
-    arrays = read_arrays(data) if not isinstance(data, Mapping) else dict(data)
+    if vocab is not None and not isinstance(data, Mapping):
+        arrays = read_table_inputs(data, vocab)  # encoded as training encoded the table (vocab.json)
+    else:
+        arrays = read_arrays(data) if not isinstance(data, Mapping) else dict(data)
     feeds = match_inputs(arrays, backend, where)
     n = len(next(iter(feeds.values())))
     parts: list[Arrays] = [backend.run({k: v[i:i + batch_size] for k, v in feeds.items()})

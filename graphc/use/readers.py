@@ -54,6 +54,14 @@ def read_arrays(path: str | Path) -> Arrays:
     return arrays
 
 
+def read_table_inputs(path: str | Path, vocab: str | Path) -> Arrays:
+    """A table (.csv/.parquet/.jsonl) encoded by a run's ``vocab.json`` (or the run folder):
+    the model's inputs exactly as ``data.table`` made them in training (graphc.data.tables)."""
+    from graphc.data.tables import encode_inputs, load_plan, read_rows
+
+    return encode_inputs(read_rows(Path(path)), load_plan(Path(vocab)))
+
+
 @reader(".npz")
 def _npz(path: Path) -> Arrays:
     with np.load(path, allow_pickle=False) as f:

@@ -112,6 +112,8 @@ def expected_tensors(tg: TypedGraph) -> dict[str, Expected]:
     """The spec's state dict, torch-free: ``{node}.{param}`` for parameters and buffers, in order."""
     out: dict[str, Expected] = {}
     for node in tg.flat.op_nodes():
+        if node.shares:
+            continue  # a node of a block call with `shares`: its tensors are its owner's
         ties = tg.ties.get(node.name, {})
         for p, shape in tg.params.get(node.name, {}).items():
             owner = f"{ties[p][0]}.{ties[p][1]}" if p in ties else None

@@ -49,8 +49,10 @@ def tied_aliases(model: nn.Module) -> dict[str, str]:
     return aliases
 
 
-def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write ``model``'s state_dict as safetensors, atomically; tied tensors stored once.
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None,
+                 state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``model``'s state_dict (or ``state``, e.g. gathered from shards) as safetensors,
+    atomically; tied tensors stored once.
 
     Returns:
         The path written.
@@ -58,7 +60,7 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
     from safetensors.torch import save_file
 
     aliases = tied_aliases(model)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in aliases}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in (model.state_dict() if state is None else state).items() if k not in aliases}
     meta = {TIES_KEY: json.dumps(aliases), **(metadata or {})}
     path = Path(path)
     with atomic_path(path) as tmp:
