@@ -53,9 +53,8 @@ class TrainSetup:
     """How the model is trained: what the planner needs from the recipe and the launcher.
 
     ``checkpoint``: True checkpoints every top-level block instance; a collection names the
-    block calls or block definitions to checkpoint.  ``device`` picks the optimizer's
-    kernels: CUDA's foreach kernels take a temporary the size of all parameters, the CPU's
-    per-parameter loop one the size of the largest.
+    block calls or block definitions to checkpoint.  ``device`` picks the kernels' costs
+    (a convolution's workspace differs between CPU and CUDA).
     """
 
     batch: int | None = None  # the batch size (None: the spec's example size)
@@ -455,27 +454,12 @@ class _Simulation:
         return added
 
     def _step(self) -> _Moment:
-        """The optimizer step: everything but the activations, plus the update's temporaries
-        (Adam's ``sqrt(v) / bias_correction + eps``: one tensor per parameter at once with
-        CUDA's foreach kernels, see :func:`_cpu_step_workspace` for the CPU loop)."""
-        work = 0
-        if self.setup.optimizer in ("adam", "adamw"):
-            world = self.setup.world if self.setup.strategy == "fsdp" else 1
-            work = self.grads if self.setup.device == "cuda" else _cpu_step_workspace(self.g.tg) // world
-        return _Moment("optimizer step", self.base(self.grads + self.buckets, work))
-
-
-def _cpu_step_workspace(tg: TypedGraph) -> int:
-    """Temporaries of torch's per-parameter Adam loop on CPU, in bytes.
-
-    At parameter i it holds ``sqrt(v)`` and its quotient (two of p_i's size) while the
-    previous parameter's ``denom`` is still bound (p_{i-1}).  Parameters come in the order
-    graphc's optimizer groups them: matrices and kernels (decayed) first, then the rest.
-    """
-    tied = {(n, p) for n, ties in tg.ties.items() for p in ties}
-    shapes = [s for n in tg.order for p, s in tg.params.get(n, {}).items() if (n, p) not in tied and not tg.flat.nodes[n].freeze]
-    sizes = [4 * prod(s) for s in shapes if len(s) >= 2] + [4 * prod(s) for s in shapes if len(s) < 2]
-    return max((2 * b + a for a, b in zip([0, *sizes], sizes, strict=False)), default=0)
+        """The optimizer step: everything but the activations.  graphc's Adam and AdamW use
+        torch's fused kernel on CPU and CUDA (graphc/train/optim.py), which updates each
+        parameter in place with no tensor-sized temporaries (the for-loop and foreach
+        kernels would add up to one temporary the size of all parameters); SGD's momentum
+        buffer is optimizer state, already counted."""
+        return _Moment("optimizer step", self.base(self.grads + self.buckets, 0))
 
 
 # --- the public entry points ---------------------------------------------------------------------
