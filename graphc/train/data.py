@@ -10,7 +10,6 @@ and returns seeded train/val/test :class:`Split` s that graphc/data/loader.py ba
 
 from __future__ import annotations
 
-import sysconfig
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -95,16 +94,14 @@ def stdlib_corpus(max_chars: int) -> bytes:
     """The standard library's top-level ``.py`` files, sorted by name, as one byte string.
 
     Deterministic for a given Python installation; bytes keep the vocabulary within 256.
+    The same files as a ``text: {stdlib: N}`` corpus (graphc.data.text.stdlib_docs).
     """
-    root = Path(sysconfig.get_paths()["stdlib"])
-    out = bytearray()
-    for path in sorted(root.glob("*.py")):
-        out += path.read_bytes()
-        if len(out) >= max_chars:
-            break
-    if not out:
-        raise DataError(f"stdlib_chars: no .py files found under {root}")
-    return bytes(out[:max_chars])
+    from graphc.data.text import stdlib_docs
+
+    try:
+        return b"".join(d.data or b"" for d in stdlib_docs(max_chars))
+    except DataError as e:
+        raise DataError(f"stdlib_chars: {e.message}") from None
 
 
 def _seq_len(cfg: DataCfg, inputs: dict[str, InputDef]) -> int:
