@@ -179,3 +179,16 @@ def test_train_memory_check_passes_when_it_fits(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(memory, "device_memory", lambda device: (10**12, 10**12))
     tg = graphc.check(DIGITS)
     memory.check_memory(tg, load_recipe(tg.flat.spec).recipe, torch.device("cuda"))  # no error
+
+
+def test_checkpoint_names_read_like_the_trainers_patterns(tmp_path: Path) -> None:
+    """``body``, ``body.*`` and the block's name select the same instances as ``True``; a
+    call's own ``checkpoint: true`` in the spec is planned without any recipe name."""
+    tg = _gpt()
+    every = plan_memory(tg, TrainSetup(batch=32, checkpoint=True)).peak
+    assert plan_memory(tg, TrainSetup(batch=32)).peak > every
+    for names in (("body",), ("body.*",), ("decoder",)):
+        assert plan_memory(tg, TrainSetup(batch=32, checkpoint=names)).peak == every, names
+    marked = tmp_path / "gpt.yaml"
+    marked.write_text(Path(GPT).read_text().replace("body: {block: decoder,", "body: {block: decoder, checkpoint: true,"))
+    assert plan_memory(graphc.check(str(marked)), TrainSetup(batch=32)).peak == every

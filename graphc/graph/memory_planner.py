@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field, replace
+from fnmatch import fnmatchcase
 from math import prod
 from typing import Any, Literal
 
@@ -266,15 +267,19 @@ def _units(tg: TypedGraph) -> dict[str, str]:
 
 
 def _checkpointed(tg: TypedGraph, checkpoint: bool | Collection[str]) -> set[str]:
-    """The top-level instances to checkpoint: all of them, or those whose block call
-    (``body``, ``body.1``) or block definition (``decoder``) is named."""
+    """The top-level instances to checkpoint: those the spec marks (``checkpoint: true`` on a
+    call), plus all of them, or those a name selects: a block definition (``decoder``) or
+    a call pattern read as the trainer reads ``train.activation_checkpointing`` (``body``,
+    ``body.1``, ``body.*``)."""
     tops = [i for i in tg.flat.instances.values() if not i.scope]
     if checkpoint is True:
         return {i.name for i in tops}
-    if not checkpoint:
-        return set()
-    names = set(checkpoint)
-    return {i.name for i in tops if i.block in names or i.name in names or i.name.rsplit(".", 1)[0] in names}
+    names = set(checkpoint or ())
+
+    def selected(name: str, block: str) -> bool:
+        return any(block == p or fnmatchcase(name, p) or fnmatchcase(name, f"{p}.*") for p in names)
+
+    return {i.name for i in tops if i.checkpoint or selected(i.name, i.block)}
 
 
 # --- the simulation ------------------------------------------------------------------------------

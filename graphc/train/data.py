@@ -380,17 +380,14 @@ def _from_prepared(prep: Prepared, tg: TypedGraph, loaded: LoadedRecipe, inputs:
 
 
 def _check_bounds(tg: TypedGraph, loaded: LoadedRecipe, bounds: Mapping[str, int], names: dict[str, str], pos: Pos) -> None:
-    """Integer ids (a vocabulary) against what the spec accepts, before step 0: an input's
-    declared ``range``, or a class target's number of classes."""
+    """A class target's ids (a label vocabulary) against its output's number of classes,
+    before step 0.  Input ids are graphc.data.bounds.check_value_bounds' (the spec's ranges
+    and the ops that read them)."""
     spec = tg.flat.spec
     outputs = tg.output_types()
     by_source = {v: k for k, v in names.items()}
     for src_name, bound in bounds.items():
         name = by_source.get(src_name, src_name)
-        inp = spec.doc.inputs.get(name)
-        if inp is not None and inp.range is not None and bound > int(inp.range[1]):
-            raise DataError(f"data for input '{name}' has ids up to {bound - 1}, but the spec's range for it is "
-                            f"[{inp.range[0]}, {inp.range[1]}) (at {spec.pos('inputs', name)})", pos)
         for t in loaded.recipe.loss_terms:
             if t.target == name and t.type in CLASS_LOSSES and t.output in outputs:
                 classes = outputs[t.output].concrete(dict(tg.example))[-1]
