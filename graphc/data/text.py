@@ -341,7 +341,9 @@ def build_token_file(docs: list[Doc], enc: Encoder, fractions: tuple[float, floa
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     done = _lookup(root, key)
-    assert done is not None
+    if done is None:  # the rename was refused: something not written by graphc holds the entry's name
+        raise DataError(f"tokens-{key} exists in the token cache but is not a complete graphc token file; "
+                        "remove it or choose another `cache:` folder", Pos(str(root)))
     return done
 
 
